@@ -1,0 +1,81 @@
+"""Errors users and handlers see. Each names what was wrong so it can be shown as one line."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from stratoflow.models import FlowRun, TaskRun
+    from stratoflow.orchestration import OrchestrationResult
+
+
+class StratoflowError(Exception):
+    """Base class for every error Stratoflow raises on purpose."""
+
+
+class ObjectNotFound(StratoflowError):
+    def __init__(self, kind: str, key: str) -> None:
+        super().__init__(f"{kind} {key!r} not found")
+        self.kind = kind
+        self.key = key
+
+
+class ObjectAlreadyExists(StratoflowError):
+    pass
+
+
+class StaleRunError(StratoflowError):
+    """A conditional write lost a race: someone else changed the run first.
+
+    Carries the run as it is now so the caller can re-apply the policy to the fresh state.
+    """
+
+    def __init__(self, current: FlowRun | TaskRun) -> None:
+        super().__init__(f"run {current.id} changed concurrently (now version {current.version}, "
+                         f"state {current.state!r})")
+        self.current = current
+
+
+class TransitionRefused(StratoflowError):
+    """The orchestration policy refused a transition (ABORT), with the rule's reason."""
+
+    def __init__(self, result: OrchestrationResult) -> None:
+        super().__init__(f"{result.rule}: {result.reason}")
+        self.result = result
+
+
+class ParameterValidationError(StratoflowError, ValueError):
+    """Flow parameters did not validate against the flow's signature; no run was created."""
+
+    def __init__(self, flow_name: str, errors: list[dict[str, Any]]) -> None:
+        lines = []
+        for err in errors:
+            loc = ".".join(str(p) for p in err.get("loc", ())) or "<parameters>"
+            lines.append(f"  - {loc}: {err.get('msg')}")
+        super().__init__(f"Flow {flow_name!r} received invalid parameters:\n" + "\n".join(lines))
+        self.errors = errors
+        self.fields = [".".join(str(p) for p in e.get("loc", ())) for e in errors]
+
+
+class Abort(StratoflowError):
+    """Raised inside the engine when the policy aborted the run's transition."""
+
+
+class UpstreamTaskError(StratoflowError):
+    """A task's upstream (argument or wait_for) did not complete."""
+
+
+class TaskRunTimeout(TimeoutError):
+    pass
+
+
+class FlowRunTimeout(TimeoutError):
+    pass
+
+
+class CancelledRun(StratoflowError):
+    """The run was cancelled while it executed."""
+
+
+class MissingResult(StratoflowError):
+    """The state has no persisted result to return (persist_result was off or it was dropped)."""

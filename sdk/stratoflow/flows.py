@@ -1,0 +1,458 @@
+"""``@flow``: the Flow object and the engine that runs one flow run.
+
+A flow run is created already Running (its Pending and Running states are in the creating
+write), ends with one conditional write of its final state, and in between its tasks record
+themselves. Retries re-run the flow body after the AwaitingRetry delay the policy chose.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import hashlib
+import inspect
+import random
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, cast, get_type_hints, overload
+
+from pydantic import ConfigDict, ValidationError, create_model
+from pydantic_core import to_jsonable_python
+
+from stratoflow import results as _results
+from stratoflow.context import FlowRunContext, current_tags, flow_run_ctx
+from stratoflow.exceptions import FlowRunTimeout, ParameterValidationError
+from stratoflow.futures import StratoflowFuture
+from stratoflow.logs import get_log_buffer, install_print_hook, print_to_log, run_logger
+from stratoflow.models import Flow as FlowRecord
+from stratoflow.models import FlowRun, RetryPolicy, TaskRun
+from stratoflow.orchestration import (
+    FLOW_POLICY,
+    OrchestrationContext,
+    ResponseStatus,
+    RunKind,
+    apply_transition,
+    orchestrate,
+)
+from stratoflow.services import set_run_state
+from stratoflow.settings import get_settings
+from stratoflow.states import (
+    Cancelled,
+    Completed,
+    Crashed,
+    Failed,
+    Pending,
+    Retrying,
+    Running,
+    State,
+    StateType,
+    TimedOut,
+    now,
+)
+
+if TYPE_CHECKING:
+    from stratoflow.storage.base import Store
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+_ADJECTIVES = ("amber", "brisk", "calm", "daring", "eager", "fuzzy", "gentle", "hidden", "icy", "jolly", "keen",
+               "lively", "mellow", "nimble", "olive", "proud", "quiet", "rapid", "silver", "tidy", "urban",
+               "vivid", "witty", "young", "zesty")
+_ANIMALS = ("alpaca", "badger", "cheetah", "dingo", "egret", "falcon", "gecko", "heron", "ibis", "jackal", "koala",
+            "lemur", "marmot", "newt", "otter", "puffin", "quokka", "raven", "seal", "tapir", "urchin", "vole",
+            "walrus", "yak", "zebra")
+_known_flows: dict[tuple[int, str], FlowRecord] = {}
+_known_lock = threading.Lock()
+
+
+def _generate_name() -> str:
+    return f"{random.choice(_ADJECTIVES)}-{random.choice(_ANIMALS)}"
+
+
+def _file_hash(fn: Callable[..., Any]) -> str | None:
+    try:
+        path = inspect.getsourcefile(fn)
+        if path is None:
+            return None
+        with open(path, "rb") as fh:
+            return hashlib.md5(fh.read(), usedforsecurity=False).hexdigest()
+    except (OSError, TypeError):
+        return None
+
+
+class Flow(Generic[P, R]):
+    """A Python function whose calls are recorded as flow runs (see ``@flow``)."""
+
+    def __init__(
+        self,
+        fn: Callable[P, R],
+        *,
+        name: str | None = None,
+        description: str | None = None,
+        version: str | None = None,
+        flow_run_name: str | Callable[[], str] | None = None,
+        retries: int = 0,
+        retry_delay_seconds: float | Iterable[float] | None = None,
+        timeout_seconds: float | None = None,
+        validate_parameters: bool = True,
+        persist_result: bool | None = None,
+        log_prints: bool = False,
+        tags: Iterable[str] | None = None,
+        on_completion: Iterable[Callable[[Flow[..., Any], FlowRun, State], None]] | None = None,
+        on_failure: Iterable[Callable[[Flow[..., Any], FlowRun, State], None]] | None = None,
+        on_crashed: Iterable[Callable[[Flow[..., Any], FlowRun, State], None]] | None = None,
+        on_cancellation: Iterable[Callable[[Flow[..., Any], FlowRun, State], None]] | None = None,
+    ) -> None:
+        if not callable(fn):
+            raise TypeError("@flow must decorate a function")
+        if retries < 0:
+            raise ValueError("retries must be >= 0")
+        if timeout_seconds is not None and timeout_seconds <= 0:
+            raise ValueError("timeout_seconds must be > 0")
+        self.fn = fn
+        self.name = name or fn.__name__.replace("_", "-")
+        self.description = description or inspect.getdoc(fn)
+        self.version = version or _file_hash(fn)
+        self.flow_run_name = flow_run_name
+        self.retries = retries
+        self.retry_delay_seconds = retry_delay_seconds
+        self.timeout_seconds = timeout_seconds
+        self.should_validate_parameters = validate_parameters
+        self.persist_result = persist_result
+        self.log_prints = log_prints
+        self.tags = set(tags or ())
+        self.on_completion_hooks = list(on_completion or ())
+        self.on_failure_hooks = list(on_failure or ())
+        self.on_crashed_hooks = list(on_crashed or ())
+        self.on_cancellation_hooks = list(on_cancellation or ())
+        self._signature = inspect.signature(fn)
+        self._model: Any = None
+        if retry_delay_seconds is None:
+            self._retry_delays: list[float] = []
+        elif isinstance(retry_delay_seconds, int | float):
+            self._retry_delays = [float(retry_delay_seconds)]
+        else:
+            self._retry_delays = [float(x) for x in retry_delay_seconds]
+        functools.update_wrapper(self, fn)  # type: ignore[arg-type]
+
+    def with_options(self, **overrides: Any) -> Flow[P, R]:
+        options = {
+            "name": self.name, "description": self.description, "version": self.version,
+            "flow_run_name": self.flow_run_name, "retries": self.retries,
+            "retry_delay_seconds": self.retry_delay_seconds, "timeout_seconds": self.timeout_seconds,
+            "validate_parameters": self.should_validate_parameters, "persist_result": self.persist_result,
+            "log_prints": self.log_prints, "tags": self.tags, "on_completion": self.on_completion_hooks,
+            "on_failure": self.on_failure_hooks, "on_crashed": self.on_crashed_hooks,
+            "on_cancellation": self.on_cancellation_hooks,
+        }
+        options.update(overrides)
+        return Flow(self.fn, **options)
+
+    # -- parameters ----------------------------------------------------------------------------
+    def _parameter_model(self) -> Any:
+        if self._model is None:
+            try:
+                hints = get_type_hints(self.fn)
+            except Exception:
+                hints = {}
+            fields: dict[str, Any] = {}
+            for pname, param in self._signature.parameters.items():
+                annotation = hints.get(pname, Any)
+                if param.kind is inspect.Parameter.VAR_POSITIONAL:
+                    annotation = tuple[annotation, ...]  # type: ignore[valid-type]
+                elif param.kind is inspect.Parameter.VAR_KEYWORD:
+                    annotation = dict[str, annotation]  # type: ignore[valid-type]
+                default = ... if param.default is inspect.Parameter.empty else param.default
+                fields[pname] = (annotation, default)
+            self._model = create_model(  # type: ignore[call-overload]
+                f"{self.fn.__name__}_parameters", __config__=ConfigDict(arbitrary_types_allowed=True), **fields
+            )
+        return self._model
+
+    def parameter_schema(self) -> dict[str, Any]:
+        """JSON schema of the flow's parameters (what deployments validate against)."""
+        return cast(dict[str, Any], self._parameter_model().model_json_schema())
+
+    def validate_parameters(self, parameters: dict[str, Any]) -> dict[str, Any]:
+        """Coerce and check ``parameters`` against the signature's type hints.
+
+        Raises ParameterValidationError naming each bad field; nothing is created before this.
+        """
+        unknown = set(parameters) - set(self._signature.parameters)
+        if unknown and not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in self._signature.parameters.values()):
+            raise ParameterValidationError(self.name, [
+                {"loc": (k,), "msg": "unexpected parameter (not in the flow's signature)"} for k in sorted(unknown)])
+        if not self.should_validate_parameters:
+            return dict(parameters)
+        try:
+            model = self._parameter_model().model_validate(parameters)
+        except ValidationError as exc:
+            raise ParameterValidationError(self.name, cast(list[dict[str, Any]], exc.errors())) from None
+        return {name: getattr(model, name) for name in self._signature.parameters if name in parameters
+                or self._signature.parameters[name].default is not inspect.Parameter.empty}
+
+    def _bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+        try:
+            bound = self._signature.bind_partial(*args, **kwargs)
+        except TypeError as exc:
+            raise ParameterValidationError(self.name, [{"loc": (), "msg": str(exc)}]) from None
+        missing = [n for n, p in self._signature.parameters.items()
+                   if n not in bound.arguments and p.default is inspect.Parameter.empty
+                   and p.kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)]
+        if missing:
+            raise ParameterValidationError(self.name, [{"loc": (m,), "msg": "Field required"} for m in missing])
+        return dict(bound.arguments)
+
+    def _call_fn(self, parameters: dict[str, Any]) -> Any:
+        args: list[Any] = []
+        kwargs: dict[str, Any] = {}
+        for name, param in self._signature.parameters.items():
+            if name not in parameters:
+                continue
+            if param.kind is inspect.Parameter.VAR_POSITIONAL:
+                args.extend(parameters[name])
+            elif param.kind is inspect.Parameter.VAR_KEYWORD:
+                kwargs.update(parameters[name])
+            elif param.kind is inspect.Parameter.POSITIONAL_ONLY:
+                args.append(parameters[name])
+            else:
+                kwargs[name] = parameters[name]
+        if inspect.iscoroutinefunction(self.fn):
+            return asyncio.run(self.fn(*args, **kwargs))
+        return self.fn(*args, **kwargs)
+
+    # -- calling -------------------------------------------------------------------------------
+    @overload
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R: ...
+    @overload
+    def __call__(self, *args: Any, return_state: bool = ..., **kwargs: Any) -> Any: ...
+
+    def __call__(self, *args: Any, return_state: bool = False, **kwargs: Any) -> Any:
+        parameters = self.validate_parameters(self._bind(args, kwargs))
+        if inspect.iscoroutinefunction(self.fn):
+            parent = flow_run_ctx.get()
+            return asyncio.to_thread(self._run_and_unwrap, parameters, return_state, parent)
+        return self._run_and_unwrap(parameters, return_state, flow_run_ctx.get())
+
+    def _run_and_unwrap(self, parameters: dict[str, Any], return_state: bool, parent: FlowRunContext | None) -> Any:
+        token = flow_run_ctx.set(parent)
+        try:
+            state = run_flow(self, parameters, parent)
+        finally:
+            flow_run_ctx.reset(token)
+        return state if return_state else state.result()
+
+    def __repr__(self) -> str:
+        return f"Flow({self.name!r})"
+
+
+# -- the engine -------------------------------------------------------------------------------------
+def _ensure_flow_record(store: Store, flow: Flow[..., Any]) -> FlowRecord:
+    key = (id(store), flow.name)
+    with _known_lock:
+        known = _known_flows.get(key)
+    if known is None:
+        known = store.ensure_flow(FlowRecord(name=flow.name, description=flow.description, tags=sorted(flow.tags)))
+        with _known_lock:
+            _known_flows[key] = known
+    return known
+
+
+def _flow_run_name(flow: Flow[..., Any], parameters: dict[str, Any]) -> str:
+    template = flow.flow_run_name
+    if template is None:
+        return _generate_name()
+    if callable(template):
+        return str(template())
+    try:
+        return template.format(**parameters)
+    except (KeyError, IndexError) as exc:
+        raise ValueError(f"flow_run_name {template!r} refers to unknown parameter {exc}") from None
+
+
+def _jsonable_parameters(store: Store, settings: Any, run_id: str, parameters: dict[str, Any]) -> tuple[
+        dict[str, Any], str | None]:
+    import json
+
+    data = to_jsonable_python(parameters, fallback=repr)
+    encoded = json.dumps(data).encode()
+    if len(encoded) <= settings.parameters_inline_max_bytes:
+        return data, None
+    uri = store.put_blob(f"parameters/{run_id}.json", encoded)
+    return {}, uri
+
+
+def _final_state_from_return(value: Any, store: Store, settings: Any, persist: bool) -> State:
+    """Prefect's rules: a returned State is used as is; returned futures/states decide by
+    whether any of them failed; anything else is Completed with the value as result."""
+    if isinstance(value, State):
+        return value
+    items: list[Any] | None = None
+    if isinstance(value, StratoflowFuture):
+        items = [value]
+    elif isinstance(value, list | tuple | set) and value and all(
+            isinstance(v, StratoflowFuture | State) for v in value):
+        items = list(value)
+    if items is not None:
+        states = [i._inner.result() if isinstance(i, StratoflowFuture) else i for i in items]
+        bad = [s for s in states if not s.is_completed()]
+        if bad:
+            return Failed(message=f"{len(bad)}/{len(states)} states failed.")
+        resolved = [s.result() for s in states]
+        value = resolved[0] if isinstance(value, StratoflowFuture) else type(value)(resolved)  # type: ignore[call-arg]
+    state = Completed()
+    if persist:
+        try:
+            state.result_ref = _results.persist_value(store, value, inline_max=settings.result_inline_max_bytes,
+                                                      prefix=settings.results_prefix)
+        except Exception:
+            state.state_details.untrackable_result = True
+    return state.with_data(value)
+
+
+def _hooks_for(flow: Flow[..., Any], state: State) -> list[Callable[..., None]]:
+    if state.is_completed():
+        return flow.on_completion_hooks
+    if state.type == StateType.FAILED:
+        return flow.on_failure_hooks
+    if state.type == StateType.CRASHED:
+        return flow.on_crashed_hooks
+    if state.type == StateType.CANCELLED:
+        return flow.on_cancellation_hooks
+    return []
+
+
+def run_flow(flow: Flow[..., Any], parameters: dict[str, Any], parent: FlowRunContext | None) -> State:
+    """Run ``flow`` with validated ``parameters`` to a final state and return that state."""
+    from stratoflow.storage import get_store
+    from stratoflow.tasks import TaskRunRecorder
+
+    settings = parent.settings if parent else get_settings()
+    store = parent.store if parent else get_store()
+    flow_record = _ensure_flow_record(store, flow)
+    from stratoflow.models import new_id
+
+    run_id = new_id()
+    stored_params, params_ref = _jsonable_parameters(store, settings, run_id, parameters)
+    run = FlowRun(
+        id=run_id, name=_flow_run_name(flow, parameters), flow_id=flow_record.id, flow_name=flow.name,
+        flow_version=flow.version, parameters=stored_params, parameters_ref=params_ref,
+        tags=sorted(flow.tags | set(current_tags())),
+        retry_policy=RetryPolicy(retries=flow.retries, retry_delays=flow._retry_delays),
+        parent_flow_run_id=parent.flow_run.id if parent else None,
+    )
+    # The subflow stands in its parent as a task run, so the parent's timeline shows it.
+    placeholder: TaskRunRecorder | None = None
+    if parent is not None:
+        placeholder = TaskRunRecorder(store, TaskRun(
+            name=f"{flow.name}-{parent.next_dynamic_key('subflow:' + flow.name)}",
+            flow_run_id=parent.flow_run.id, task_key=f"subflow:{flow.name}", child_flow_run_id=run.id,
+        ), settings.task_state_flush_after)
+        placeholder.propose(Pending())
+        placeholder.propose(Running(), parent.flow_run.state)
+        run.parent_task_run_id = placeholder.run.id
+
+    # Pending then Running, decided by the policy, committed in the creating write.
+    for proposal in (Pending(), Running()):
+        decision = orchestrate(OrchestrationContext(kind=RunKind.FLOW, run=run, proposed_state=proposal), FLOW_POLICY)
+        assert decision.status == ResponseStatus.ACCEPT and decision.state is not None
+        run = apply_transition(run, decision.state)
+    run = store.create_run(RunKind.FLOW, run)  # type: ignore[assignment]
+
+    logger = run_logger(store, flow_run_id=run.id, task_run_id=None, label=f"Flow run {run.name!r}", kind="flow")
+    logger.info("Beginning flow run %r for flow %r", run.name, flow.name)
+    ctx = FlowRunContext(flow=flow, flow_run=run, store=store, settings=settings, parameters=parameters,
+                         log_prints=flow.log_prints)
+    if flow.log_prints:
+        install_print_hook()
+    persist = flow.persist_result if flow.persist_result is not None else settings.persist_results
+
+    final: State | None = None
+    interrupted: BaseException | None = None
+    while final is None:
+        token = flow_run_ctx.set(ctx)
+        print_token = print_to_log.set(flow.log_prints)
+        try:
+            from stratoflow._timeouts import timeout_scope
+
+            with timeout_scope(flow.timeout_seconds, FlowRunTimeout):
+                value = flow._call_fn(parameters)
+            _wait_for_futures(ctx)
+            attempt = _final_state_from_return(value, store, settings, persist)
+        except FlowRunTimeout:
+            _wait_for_futures(ctx)
+            attempt = TimedOut(message=f"Flow run exceeded timeout of {flow.timeout_seconds} second(s)")
+            attempt.with_data(TimeoutError(attempt.message))
+        except Exception as exc:
+            _wait_for_futures(ctx)
+            logger.error("Encountered exception during execution: %s: %s", type(exc).__name__, exc, exc_info=True)
+            attempt = Failed(message=f"Flow run encountered an exception: {type(exc).__name__}: {exc}")
+            attempt.result_ref = _results.persist_exception(store, exc, inline_max=settings.result_inline_max_bytes,
+                                                            prefix=settings.results_prefix)
+            attempt.with_data(exc)
+        except BaseException as exc:  # KeyboardInterrupt / SystemExit: record, then let it go on
+            interrupted = exc
+            attempt = Crashed(message=f"Execution was interrupted by {type(exc).__name__}")
+        finally:
+            print_to_log.reset(print_token)
+            flow_run_ctx.reset(token)
+
+        result, run = set_run_state(store, RunKind.FLOW, ctx.flow_run, attempt)  # type: ignore[assignment]
+        ctx.flow_run = run
+        outcome = result.state or attempt
+        if interrupted is None and outcome.type == StateType.SCHEDULED:
+            delay = ((outcome.state_details.scheduled_time or now()) - now()).total_seconds()
+            logger.info("Received non-final state %r when proposing final state %r and will attempt to run "
+                        "again in %.2fs", outcome.name, attempt.name, max(delay, 0))
+            if delay > 0:
+                time.sleep(delay)
+            _, run = set_run_state(store, RunKind.FLOW, ctx.flow_run, Retrying())  # type: ignore[assignment]
+            ctx.flow_run = run
+            ctx.futures.clear()
+            continue
+        if outcome.type == StateType.CANCELLING:
+            result, run = set_run_state(store, RunKind.FLOW, ctx.flow_run, Cancelled(  # type: ignore[assignment]
+                message="flow run was cancelled while it ran"))
+            ctx.flow_run = run
+            outcome = result.state or outcome
+        final = attempt if outcome.id == attempt.id else outcome
+
+    ctx.shutdown()
+    level = 20 if final.is_completed() else 40
+    logger.log(level, "Finished in state %r", final)
+    for hook in _hooks_for(flow, final):
+        try:
+            hook(flow, ctx.flow_run, final)
+        except Exception:
+            logger.exception("Hook %r failed", getattr(hook, "__name__", hook))
+    if placeholder is not None:
+        mirrored = State(type=final.type, name=final.name, message=final.message,
+                         result_ref=final.result_ref).with_data(final._data)
+        mirrored.state_details.child_flow_run_id = run.id
+        placeholder.propose(mirrored)
+    if parent is None:
+        get_log_buffer(store).flush()
+    if interrupted is not None:
+        raise interrupted
+    return final
+
+
+def _wait_for_futures(ctx: FlowRunContext) -> None:
+    """Let submitted task runs finish before the flow's final state is decided."""
+    for fut in list(ctx.futures):
+        fut.wait()
+
+
+@overload
+def flow(__fn: Callable[P, R]) -> Flow[P, R]: ...
+@overload
+def flow(**kwargs: Any) -> Callable[[Callable[P, R]], Flow[P, R]]: ...
+
+
+def flow(__fn: Callable[P, R] | None = None, **kwargs: Any) -> Flow[P, R] | Callable[[Callable[P, R]], Flow[P, R]]:
+    """Decorate a function as a flow: ``@flow`` or ``@flow(name=..., retries=..., ...)``."""
+    if __fn is not None:
+        return Flow(__fn, **kwargs)
+    return cast(Callable[[Callable[P, R]], Flow[P, R]], lambda fn: Flow(fn, **kwargs))

@@ -1,0 +1,142 @@
+"""The embedded backend: moto's AWS emulation inside this process, scoped to Stratoflow's clients.
+
+Unlike ``moto.mock_aws()``, nothing global is patched: only the botocore clients Stratoflow
+creates are routed to moto, so boto3 calls in your own tasks still reach real AWS.
+
+Durability: every successful mutating request (DynamoDB writes, S3 puts/deletes) is appended to
+a journal file, under the same lock that applies it, before the caller gets its answer. A new
+process replays the journal, so a completed task's state and result survive a crash of the
+process that ran it. ``STRATOFLOW_EMBEDDED_FSYNC=true`` also fsyncs each append (survives power
+loss, costs a disk flush per write).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+_MUTATING_DYNAMODB = frozenset({
+    "PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem", "TransactWriteItems",
+    "CreateTable", "UpdateTable", "DeleteTable", "UpdateTimeToLive",
+})
+
+
+def _is_mutating(request: Any) -> bool:
+    target = request.headers.get("X-Amz-Target")
+    if isinstance(target, bytes):
+        target = target.decode()
+    if target and target.startswith("DynamoDB_"):
+        return target.split(".", 1)[1] in _MUTATING_DYNAMODB
+    is_s3 = ".s3." in request.url or "//s3." in request.url
+    return is_s3 and request.method in ("PUT", "POST", "DELETE")
+
+
+class EmbeddedCloud:
+    """One per process and home directory: moto's backends, a lock and the journal."""
+
+    def __init__(self, home: Path, fsync: bool = False) -> None:
+        from moto.core.botocore_stubber import BotocoreStubber
+
+        self.home = home
+        self.fsync = fsync
+        self._lock = threading.Lock()
+        self._stubber = BotocoreStubber()
+        self._stubber.enabled = True
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.journal_path = self.home / "journal.jsonl"
+        self.replayed = self._replay()
+        self._fd = os.open(self.journal_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+
+    # botocore calls this for every request of an attached client ("before-send" event).
+    def __call__(self, event_name: str, request: Any, **kwargs: Any) -> Any:
+        from botocore.awsrequest import AWSResponse
+        from moto.core.botocore_stubber import MockRawResponse
+
+        with self._lock:
+            response = self._stubber.process_request(request)
+            if response is None:
+                return None
+            status, headers, body = response
+            if status < 300 and request.method != "GET" and _is_mutating(request):
+                self._append(request)
+        return AWSResponse(request.url, status, headers, MockRawResponse(body))
+
+    def attach(self, client: Any) -> Any:
+        client.meta.events.register("before-send", self)
+        return client
+
+    def _append(self, request: Any) -> None:
+        body = request.body
+        if hasattr(body, "read"):
+            pos = body.tell()
+            data = body.read()
+            body.seek(pos)
+            body = data
+        if isinstance(body, str):
+            body = body.encode()
+        entry = {
+            "m": request.method,
+            "u": request.url,
+            "h": {k: (v.decode() if isinstance(v, bytes) else v) for k, v in request.headers.items()},
+            "b": base64.b64encode(body or b"").decode(),
+        }
+        os.write(self._fd, (json.dumps(entry, separators=(",", ":")) + "\n").encode())
+        if self.fsync:
+            os.fsync(self._fd)
+
+    def _replay(self) -> int:
+        """Re-apply the journal to moto. Entries that fail now (e.g. a table another process
+        created first) failed against the same state before, so they are skipped."""
+        if not self.journal_path.exists():
+            return 0
+        from botocore.awsrequest import AWSPreparedRequest, HTTPHeaders
+
+        count = 0
+        with open(self.journal_path, "rb") as fh:
+            for line in fh:
+                if not line.endswith(b"\n"):
+                    break  # torn final write from a crash: the request never got its answer
+                entry = json.loads(line)
+                headers = HTTPHeaders()
+                for k, v in entry["h"].items():
+                    headers[k] = v
+                req = AWSPreparedRequest(entry["m"], entry["u"], headers, base64.b64decode(entry["b"]), False)
+                self._stubber.process_request(req)
+                count += 1
+        return count
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+
+_current: EmbeddedCloud | None = None
+_current_lock = threading.Lock()
+
+
+def _reset_moto() -> None:
+    from moto.backends import get_backend
+
+    for service in ("dynamodb", "s3"):
+        get_backend(service).reset()  # type: ignore[call-overload]
+
+
+def get_embedded_cloud(home: Path, fsync: bool = False) -> EmbeddedCloud:
+    """The process's embedded cloud for ``home``.
+
+    moto's backends are process-global, so one home is active at a time: switching to another
+    home (tests do) clears moto and replays that home's journal.
+    """
+    global _current
+    home = home.expanduser().resolve()
+    with _current_lock:
+        if _current is not None and _current.home == home:
+            return _current
+        if _current is not None:
+            _current.close()
+            _reset_moto()
+        _current = EmbeddedCloud(home, fsync=fsync)
+        return _current

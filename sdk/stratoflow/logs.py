@@ -1,0 +1,215 @@
+"""Run logs: ``get_run_logger()``, print capture, and the batching writer.
+
+Records go to a process-wide buffer; a background thread writes them to the logs table every
+``log_flush_interval`` seconds or as soon as ``log_batch_size`` are waiting. A run's end flushes
+synchronously, so a finished run's logs are all stored when the call returns. A hard crash
+loses at most one interval of logs; the run's states are not delayed by logging.
+"""
+
+from __future__ import annotations
+
+import builtins
+import itertools
+import logging
+import sys
+import threading
+from contextvars import ContextVar
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from stratoflow.models import Log
+
+if TYPE_CHECKING:
+    from stratoflow.storage.base import Store
+
+_seq = itertools.count(1)
+_print_to_log: ContextVar[bool] = ContextVar("stratoflow_log_prints", default=False)
+
+
+class LogBuffer:
+    def __init__(self, store: Store, interval: float, batch_size: int) -> None:
+        self.store = store
+        self.interval = interval
+        self.batch_size = batch_size
+        self._items: list[Log] = []
+        self._cond = threading.Condition()
+        self._writing = 0
+        self._thread = threading.Thread(target=self._loop, name="stratoflow-logs", daemon=True)
+        self._thread.start()
+        self.errors = 0
+
+    def add(self, log: Log) -> None:
+        with self._cond:
+            self._items.append(log)
+            if len(self._items) >= self.batch_size:
+                self._cond.notify_all()
+
+    def _take(self) -> list[Log]:
+        items, self._items = self._items, []
+        self._writing += len(items)
+        return items
+
+    def _write(self, items: list[Log]) -> None:
+        try:
+            self.store.write_logs(items)
+        except Exception as exc:  # never let logging break a run; say so on stderr
+            self.errors += 1
+            print(f"stratoflow: failed to store {len(items)} log lines: {exc}", file=sys.stderr)
+        finally:
+            with self._cond:
+                self._writing -= len(items)
+                self._cond.notify_all()
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: len(self._items) >= self.batch_size, timeout=self.interval)
+                items = self._take()
+            if items:
+                self._write(items)
+
+    def flush(self) -> None:
+        """Write everything buffered so far, and wait for writes in flight."""
+        with self._cond:
+            items = self._take()
+        if items:
+            self._write(items)
+        with self._cond:
+            self._cond.wait_for(lambda: self._writing == 0, timeout=30)
+
+
+_buffers: dict[int, LogBuffer] = {}
+_buffers_lock = threading.Lock()
+
+
+def get_log_buffer(store: Store) -> LogBuffer:
+    from stratoflow.settings import get_settings
+
+    with _buffers_lock:
+        buf = _buffers.get(id(store))
+        if buf is None or buf.store is not store:
+            s = get_settings()
+            buf = _buffers[id(store)] = LogBuffer(store, s.log_flush_interval, s.log_batch_size)
+        return buf
+
+
+class RunLogHandler(logging.Handler):
+    """Sends records that carry run ids (from a run logger) to the store's buffer."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        flow_run_id = getattr(record, "flow_run_id", None)
+        task_run_id = getattr(record, "task_run_id", None)
+        store = getattr(record, "stratoflow_store", None)
+        if store is None or (flow_run_id is None and task_run_id is None):
+            return
+        try:
+            message = record.getMessage()
+            if record.exc_info:
+                message += "\n" + logging.Formatter().formatException(record.exc_info)
+            get_log_buffer(store).add(Log(
+                flow_run_id=flow_run_id, task_run_id=task_run_id, name=record.name, level=record.levelno,
+                message=message, timestamp=datetime.fromtimestamp(record.created, UTC), seq=next(_seq),
+            ))
+        except Exception:
+            self.handleError(record)
+
+
+class _ConsoleFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        label = getattr(record, "run_label", None)
+        ts = datetime.fromtimestamp(record.created).strftime("%H:%M:%S.%f")[:-3]
+        prefix = f"{ts} | {record.levelname:<7} | {label} - " if label else f"{ts} | {record.levelname:<7} | "
+        text = prefix + record.getMessage()
+        if record.exc_info:
+            text += "\n" + self.formatException(record.exc_info)
+        return text
+
+
+_configured = False
+_config_lock = threading.Lock()
+
+
+def setup_logging() -> None:
+    """Attach Stratoflow's handlers to the ``stratoflow`` logger once per process."""
+    global _configured
+    with _config_lock:
+        if _configured:
+            return
+        from stratoflow.settings import get_settings
+
+        settings = get_settings()
+        root = logging.getLogger("stratoflow")
+        root.setLevel(settings.logging_level.upper())
+        root.propagate = False
+        root.addHandler(RunLogHandler())
+        if settings.log_to_console:
+            console = logging.StreamHandler(sys.stderr)
+            console.setFormatter(_ConsoleFormatter())
+            root.addHandler(console)
+        _configured = True
+
+
+class RunLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        kwargs["extra"] = {**(self.extra or {}), **kwargs.get("extra", {})}
+        return msg, kwargs
+
+
+def run_logger(
+    store: Store, *, flow_run_id: str | None, task_run_id: str | None, label: str, kind: str
+) -> RunLogger:
+    setup_logging()
+    return RunLogger(logging.getLogger(f"stratoflow.{kind}_runs"), {
+        "flow_run_id": flow_run_id, "task_run_id": task_run_id, "stratoflow_store": store, "run_label": label,
+    })
+
+
+def get_run_logger() -> RunLogger:
+    """The logger of the current task run or flow run; its records are stored with the run."""
+    from stratoflow.context import flow_run_ctx, task_run_ctx
+
+    task_ctx = task_run_ctx.get()
+    flow_ctx = flow_run_ctx.get()
+    if task_ctx is not None:
+        tr = task_ctx.task_run
+        store = flow_ctx.store if flow_ctx else _store_for_task()
+        return run_logger(store, flow_run_id=tr.flow_run_id, task_run_id=tr.id,
+                          label=f"Task run {tr.name!r}", kind="task")
+    if flow_ctx is not None:
+        fr = flow_ctx.flow_run
+        return run_logger(flow_ctx.store, flow_run_id=fr.id, task_run_id=None,
+                          label=f"Flow run {fr.name!r}", kind="flow")
+    from stratoflow.exceptions import StratoflowError
+
+    raise StratoflowError("get_run_logger() was called outside of a flow run or task run")
+
+
+def _store_for_task() -> Store:
+    from stratoflow.storage import get_store
+
+    return get_store()
+
+
+# -- print capture (log_prints=True) ---------------------------------------------------------
+_original_print = builtins.print
+
+
+def _print(*args: Any, **kwargs: Any) -> None:
+    target = kwargs.get("file")
+    if _print_to_log.get() and (target is None or target is sys.stdout):
+        sep = kwargs.get("sep", " ")
+        sep = " " if sep is None else sep
+        try:
+            get_run_logger().info(sep.join(str(a) for a in args), extra={"stratoflow_print": True})
+            return
+        except Exception:
+            pass
+    _original_print(*args, **kwargs)
+
+
+def install_print_hook() -> None:
+    if builtins.print is not _print:
+        builtins.print = _print
+
+
+print_to_log = _print_to_log

@@ -1,0 +1,171 @@
+"""Domain records: what the store keeps and the API returns. Pure pydantic, no I/O."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from stratoflow.states import State, StateType, now
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=False)
+
+
+class Flow(_Record):
+    id: str = Field(default_factory=new_id)
+    name: str
+    description: str | None = None
+    tags: list[str] = Field(default_factory=list)
+    created: datetime = Field(default_factory=now)
+
+
+class RetryPolicy(_Record):
+    """How a run is retried; read by the retry rules (Prefect calls it the empirical policy)."""
+
+    retries: int = 0
+    # Delay before retry k (1-based) is retry_delays[min(k, len) - 1]; empty means no delay.
+    retry_delays: list[float] = Field(default_factory=list)
+    retry_jitter_factor: float | None = None
+
+    def delay_for(self, attempt: int) -> float:
+        if not self.retry_delays:
+            return 0.0
+        return float(self.retry_delays[min(attempt, len(self.retry_delays)) - 1])
+
+
+class _Run(_Record):
+    """Fields shared by flow runs and task runs."""
+
+    id: str = Field(default_factory=new_id)
+    name: str
+    state: State | None = None
+    # Every state the run has been in, oldest first. Stored on the run item so a transition
+    # and its history entry are one write.
+    state_history: list[State] = Field(default_factory=list)
+    # Optimistic-locking counter: bumped by every committed write of the run.
+    version: int = 0
+    run_count: int = 0
+    start_time: datetime | None = None
+    end_time: datetime | None = None
+    total_run_time: float = 0.0
+    expected_start_time: datetime | None = None
+    tags: list[str] = Field(default_factory=list)
+    retry_policy: RetryPolicy = Field(default_factory=RetryPolicy)
+    created: datetime = Field(default_factory=now)
+    updated: datetime = Field(default_factory=now)
+
+    @property
+    def state_type(self) -> StateType | None:
+        return self.state.type if self.state else None
+
+    @property
+    def state_name(self) -> str | None:
+        return self.state.name if self.state else None
+
+
+class FlowRun(_Run):
+    flow_id: str | None = None
+    flow_name: str
+    flow_version: str | None = None
+    deployment_id: str | None = None
+    work_pool_name: str | None = None
+    work_queue_name: str | None = None
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    # Set when parameters were too large for the item and live in S3.
+    parameters_ref: str | None = None
+    parent_flow_run_id: str | None = None
+    parent_task_run_id: str | None = None
+    idempotency_key: str | None = None
+    heartbeat: datetime | None = None
+
+
+class TaskRun(_Run):
+    flow_run_id: str | None = None
+    task_key: str
+    dynamic_key: str = "0"
+    cache_key: str | None = None
+    cache_expiration: datetime | None = None
+    # Names of upstream task runs per parameter, for lineage in the UI.
+    task_inputs: dict[str, list[str]] = Field(default_factory=dict)
+    # Set on the placeholder task run that stands for a subflow in its parent.
+    child_flow_run_id: str | None = None
+
+
+class Deployment(_Record):
+    id: str = Field(default_factory=new_id)
+    name: str
+    flow_name: str
+    version: int = 1
+    description: str | None = None
+    entrypoint: str | None = None
+    package_uri: str | None = None
+    package_sha256: str | None = None
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    parameter_openapi_schema: dict[str, Any] = Field(default_factory=dict)
+    work_pool_name: str | None = None
+    work_queue_name: str | None = None
+    tags: list[str] = Field(default_factory=list)
+    paused: bool = False
+    concurrency_limit: int | None = None
+    created: datetime = Field(default_factory=now)
+    updated: datetime = Field(default_factory=now)
+
+
+class WorkPoolType(StrEnum):
+    LAMBDA = "lambda"
+    PROCESS = "process"
+
+
+class WorkPool(_Record):
+    id: str = Field(default_factory=new_id)
+    name: str
+    type: WorkPoolType = WorkPoolType.LAMBDA
+    description: str | None = None
+    paused: bool = False
+    concurrency_limit: int | None = None
+    queue_url: str | None = None
+    dlq_url: str | None = None
+    created: datetime = Field(default_factory=now)
+
+
+class WorkQueue(_Record):
+    id: str = Field(default_factory=new_id)
+    name: str
+    work_pool_name: str
+    priority: int = 1
+    paused: bool = False
+    concurrency_limit: int | None = None
+    created: datetime = Field(default_factory=now)
+
+
+class Log(_Record):
+    flow_run_id: str | None = None
+    task_run_id: str | None = None
+    name: str = "stratoflow"
+    level: int = 20
+    message: str
+    timestamp: datetime = Field(default_factory=now)
+    # Tie-breaker so logs with the same timestamp keep the order they were emitted in.
+    seq: int = 0
+
+
+class CacheEntry(_Record):
+    key: str
+    state: State
+    expiration: datetime | None = None
+
+    def is_valid(self, at: datetime | None = None) -> bool:
+        return self.expiration is None or self.expiration > (at or now())
+
+
+def expiration_from(delta: timedelta | None) -> datetime | None:
+    return now() + delta if delta is not None else None

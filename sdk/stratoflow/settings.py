@@ -1,0 +1,80 @@
+"""Settings: one pydantic-settings object read from ``STRATOFLOW_*`` environment variables.
+
+The backend is chosen once per process:
+
+* ``embedded`` (default when nothing is configured): an in-process local cloud backed by moto,
+  journaled to ``$STRATOFLOW_HOME/embedded`` so completed work survives a crash.
+* ``aws``: real DynamoDB/S3 (or any endpoint, e.g. ``stratoflow dev``). Chosen with
+  ``STRATOFLOW_BACKEND=aws``, or implicitly when a stack is configured
+  (``STRATOFLOW_TABLE_PREFIX``, ``STRATOFLOW_BUCKET``, ``STRATOFLOW_API_URL``) or an endpoint
+  is set (``STRATOFLOW_AWS_ENDPOINT_URL`` / ``AWS_ENDPOINT_URL``). Plain AWS credentials alone
+  do not switch: your tasks may use AWS for their own work.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_STACK_VARS = ("STRATOFLOW_TABLE_PREFIX", "STRATOFLOW_BUCKET", "STRATOFLOW_API_URL",
+               "STRATOFLOW_AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_DYNAMODB")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="STRATOFLOW_", extra="ignore")
+
+    backend: Literal["auto", "embedded", "aws"] = "auto"
+    home: Path = Field(default_factory=lambda: Path.home() / ".stratoflow")
+    region: str = Field(default_factory=lambda: os.environ.get("AWS_REGION")
+                        or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1")
+    aws_endpoint_url: str | None = Field(default_factory=lambda: os.environ.get("AWS_ENDPOINT_URL"))
+    api_url: str | None = None
+
+    # Resource names; the SAM stack's outputs set these.
+    table_prefix: str = "stratoflow"
+    bucket: str = "stratoflow-local"
+    results_prefix: str = "results/"
+
+    # Results: inline in the run item up to this size, S3 above it.
+    result_inline_max_bytes: int = 16 * 1024
+    persist_results: bool = True
+    parameters_inline_max_bytes: int = 32 * 1024
+
+    # Logs are buffered and written in batches on this interval (and when the batch fills).
+    log_flush_interval: float = 0.5
+    log_batch_size: int = 100
+    logging_level: str = "INFO"
+    log_to_console: bool = True
+    log_retention_days: int = 30
+
+    # A running task's state is written as soon as it starts running for longer than this;
+    # short tasks are recorded in one write when they finish. 0 writes every transition.
+    task_state_flush_after: float = 0.2
+    task_runner_max_workers: int = 16
+
+    # Embedded backend: fsync the journal on each write (survives power loss, not just a crash).
+    embedded_fsync: bool = False
+
+    @property
+    def resolved_backend(self) -> Literal["embedded", "aws"]:
+        if self.backend != "auto":
+            return self.backend
+        return "aws" if any(os.environ.get(v) for v in _STACK_VARS) else "embedded"
+
+    def table_name(self, kind: str) -> str:
+        return f"{self.table_prefix}-{kind}"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
+
+
+def reset_settings() -> None:
+    """Forget cached settings (tests change the environment between cases)."""
+    get_settings.cache_clear()

@@ -1,0 +1,95 @@
+"""The storage interface the services and the engine depend on. No boto3 here.
+
+Runs are written only through ``create_run`` and ``commit_run``; both are single conditional
+writes, so a concurrent writer either wins cleanly or gets ``StaleRunError`` with the current
+record.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from stratoflow.models import CacheEntry, Flow, FlowRun, Log, TaskRun
+from stratoflow.orchestration import RunKind
+from stratoflow.states import State, StateType
+
+
+@dataclass(frozen=True)
+class LogPage:
+    logs: list[Log]
+    # Pass back to read the next page; None when there is nothing more (yet).
+    next_cursor: str | None
+
+
+class Store(ABC):
+    # -- flows ------------------------------------------------------------------------------
+    @abstractmethod
+    def ensure_flow(self, flow: Flow) -> Flow:
+        """Create the flow record if it does not exist; return the stored one."""
+
+    @abstractmethod
+    def read_flow(self, name: str) -> Flow: ...
+
+    # -- runs -------------------------------------------------------------------------------
+    @abstractmethod
+    def create_run(self, kind: RunKind, run: FlowRun | TaskRun) -> FlowRun | TaskRun:
+        """Insert a new run (fails if the id exists). Returns it with version 1."""
+
+    @abstractmethod
+    def read_run(self, kind: RunKind, run_id: str) -> FlowRun | TaskRun: ...
+
+    @abstractmethod
+    def commit_run(
+        self,
+        kind: RunKind,
+        run: FlowRun | TaskRun,
+        new_states: Sequence[State],
+        expected_version: int,
+        allowed_from: Iterable[StateType | None],
+    ) -> FlowRun | TaskRun:
+        """One conditional write: ``run`` (already moved through ``new_states``) replaces the
+        stored record only if the stored version is ``expected_version`` and its state type is
+        in ``allowed_from``; the states are appended to the history in the same write.
+        Raises ``StaleRunError`` carrying the current record otherwise."""
+
+    @abstractmethod
+    def list_flow_runs(
+        self,
+        *,
+        flow_name: str | None = None,
+        deployment_id: str | None = None,
+        state_types: Sequence[StateType] | None = None,
+        scheduled_before: datetime | None = None,
+        limit: int = 200,
+    ) -> list[FlowRun]: ...
+
+    @abstractmethod
+    def list_task_runs(self, flow_run_id: str) -> list[TaskRun]: ...
+
+    # -- logs -------------------------------------------------------------------------------
+    @abstractmethod
+    def write_logs(self, logs: Sequence[Log]) -> None: ...
+
+    @abstractmethod
+    def read_logs(
+        self, run_id: str, *, cursor: str | None = None, limit: int = 1000, task_run_id: str | None = None,
+        min_level: int = 0,
+    ) -> LogPage: ...
+
+    # -- cache ------------------------------------------------------------------------------
+    @abstractmethod
+    def read_cache(self, key: str) -> CacheEntry | None: ...
+
+    @abstractmethod
+    def write_cache(self, entry: CacheEntry) -> None: ...
+
+    # -- blobs (results, large parameters) ----------------------------------------------------
+    @abstractmethod
+    def put_blob(self, key: str, data: bytes) -> str:
+        """Store bytes; returns the URI (s3://bucket/key)."""
+
+    @abstractmethod
+    def get_blob(self, uri: str) -> bytes: ...

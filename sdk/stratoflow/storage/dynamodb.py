@@ -1,0 +1,429 @@
+"""The Store on DynamoDB (PynamoDB models) and S3.
+
+Tables, from the access patterns:
+
+``<prefix>-flow-runs``  hash ``id``. GSIs: ``by-deployment`` (deployment_id, expected_start),
+    ``by-state`` (state_shard = "<TYPE>#<n>", state_time): runs by state and due scheduled runs,
+    write-sharded so thousands of Running runs never share one partition,
+    ``by-flow`` (flow_name, created), ``by-day`` (created_day, created): recent runs.
+``<prefix>-task-runs``  hash ``id``. GSI ``by-flow-run`` (flow_run_id, created).
+``<prefix>-logs``       hash ``run_id`` (the flow run), range ``sk`` = time#writer#seq, TTL.
+``<prefix>-objects``    hash ``pk``, range ``sk``: flows, cache entries (TTL) and, later,
+    deployments, work pools and concurrency limits (single-table for low-volume records).
+
+A run item holds the record as JSON (``doc``), its state history as a list, and the few
+attributes the indexes and conditions need. Writes use PynamoDB's VersionAttribute: every
+transition is one UpdateItem conditioned on the version and the allowed from-states.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+import zlib
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from pynamodb.attributes import (
+    ListAttribute,
+    NumberAttribute,
+    TTLAttribute,
+    UnicodeAttribute,
+    VersionAttribute,
+)
+from pynamodb.exceptions import DoesNotExist, PutError
+from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
+from pynamodb.models import Model
+
+from stratoflow import _aws
+from stratoflow.exceptions import ObjectNotFound, StaleRunError
+from stratoflow.models import CacheEntry, Flow, FlowRun, Log, TaskRun
+from stratoflow.orchestration import RunKind
+from stratoflow.settings import Settings, get_settings
+from stratoflow.states import State, StateType
+from stratoflow.storage.base import LogPage, Store
+
+STATE_SHARDS = 4
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _iso(dt: datetime | None) -> str | None:
+    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ") if dt else None
+
+
+def _shard(run_id: str) -> int:
+    return zlib.crc32(run_id.encode()) % STATE_SHARDS
+
+
+class _Models:
+    """PynamoDB model classes bound to one set of table names and one connection.
+
+    Built per settings (table names come from the environment), so the classes are created in
+    a function rather than at import time.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        cloud = _aws.embedded_cloud(settings)
+        meta: dict[str, Any] = {"region": settings.region, "billing_mode": "PAY_PER_REQUEST",
+                                "max_retry_attempts": 5}
+        if cloud is not None:
+            meta.update(_aws.EMBEDDED_CREDENTIALS)
+        elif settings.aws_endpoint_url:
+            meta["host"] = settings.aws_endpoint_url
+
+        def _meta(table: str) -> type:
+            return type("Meta", (), {"table_name": settings.table_name(table), **meta})
+
+        def _index(name: str) -> type:
+            return type("Meta", (), {"index_name": name, "projection": AllProjection()})
+
+        class ByDeployment(GlobalSecondaryIndex["FlowRunItem"]):
+            Meta = _index("by-deployment")
+            deployment_id = UnicodeAttribute(hash_key=True)
+            expected_start = UnicodeAttribute(range_key=True)
+
+        class ByState(GlobalSecondaryIndex["FlowRunItem"]):
+            Meta = _index("by-state")
+            state_shard = UnicodeAttribute(hash_key=True)
+            state_time = UnicodeAttribute(range_key=True)
+
+        class ByFlow(GlobalSecondaryIndex["FlowRunItem"]):
+            Meta = _index("by-flow")
+            flow_name = UnicodeAttribute(hash_key=True)
+            created = UnicodeAttribute(range_key=True)
+
+        class ByDay(GlobalSecondaryIndex["FlowRunItem"]):
+            Meta = _index("by-day")
+            created_day = UnicodeAttribute(hash_key=True)
+            created = UnicodeAttribute(range_key=True)
+
+        class FlowRunItem(Model):
+            Meta = _meta("flow-runs")
+            id = UnicodeAttribute(hash_key=True)
+            version = VersionAttribute()
+            doc = UnicodeAttribute()
+            history = ListAttribute(of=UnicodeAttribute, default=list)
+            state_type = UnicodeAttribute(null=True)
+            state_name = UnicodeAttribute(null=True)
+            state_shard = UnicodeAttribute(null=True)
+            state_time = UnicodeAttribute(null=True)
+            flow_name = UnicodeAttribute()
+            deployment_id = UnicodeAttribute(null=True)
+            expected_start = UnicodeAttribute(null=True)
+            created = UnicodeAttribute()
+            created_day = UnicodeAttribute()
+            by_deployment = ByDeployment()
+            by_state = ByState()
+            by_flow = ByFlow()
+            by_day = ByDay()
+
+        class ByFlowRun(GlobalSecondaryIndex["TaskRunItem"]):
+            Meta = _index("by-flow-run")
+            flow_run_id = UnicodeAttribute(hash_key=True)
+            created = UnicodeAttribute(range_key=True)
+
+        class TaskRunItem(Model):
+            Meta = _meta("task-runs")
+            id = UnicodeAttribute(hash_key=True)
+            version = VersionAttribute()
+            doc = UnicodeAttribute()
+            history = ListAttribute(of=UnicodeAttribute, default=list)
+            state_type = UnicodeAttribute(null=True)
+            state_name = UnicodeAttribute(null=True)
+            flow_run_id = UnicodeAttribute(null=True)
+            created = UnicodeAttribute()
+            by_flow_run = ByFlowRun()
+
+        class LogItem(Model):
+            Meta = _meta("logs")
+            run_id = UnicodeAttribute(hash_key=True)
+            sk = UnicodeAttribute(range_key=True)
+            task_run_id = UnicodeAttribute(null=True)
+            level = NumberAttribute()
+            name = UnicodeAttribute()
+            message = UnicodeAttribute()
+            ts = UnicodeAttribute()
+            expires_at = TTLAttribute(null=True)
+
+        class ObjectItem(Model):
+            Meta = _meta("objects")
+            pk = UnicodeAttribute(hash_key=True)
+            sk = UnicodeAttribute(range_key=True)
+            doc = UnicodeAttribute()
+            expires_at = TTLAttribute(null=True)
+
+        self.FlowRunItem = FlowRunItem
+        self.TaskRunItem = TaskRunItem
+        self.LogItem = LogItem
+        self.ObjectItem = ObjectItem
+        self.all: tuple[type[Model], ...] = (FlowRunItem, TaskRunItem, LogItem, ObjectItem)
+        if cloud is not None:
+            for model in self.all:
+                cloud.attach(model._get_connection().connection.client)
+
+
+class DynamoDBStore(Store):
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.models = _Models(settings)
+        self._writer_id = uuid.uuid4().hex[:8]
+        self._seq = 0
+        self._seq_lock = threading.Lock()
+
+    # -- provisioning (embedded backend and `stratoflow dev`; SAM owns the tables on AWS) ---
+    def ensure_resources(self) -> None:
+        for model in self.models.all:
+            if not model.exists():
+                model.create_table(wait=True)
+                if model in (self.models.LogItem, self.models.ObjectItem):
+                    model._get_connection().connection.client.update_time_to_live(
+                        TableName=model.Meta.table_name,
+                        TimeToLiveSpecification={"Enabled": True, "AttributeName": "expires_at"},
+                    )
+        s3 = _aws.client("s3", self.settings)
+        try:
+            s3.head_bucket(Bucket=self.settings.bucket)
+        except Exception:
+            kwargs: dict[str, Any] = {"Bucket": self.settings.bucket}
+            if self.settings.region != "us-east-1":
+                kwargs["CreateBucketConfiguration"] = {"LocationConstraint": self.settings.region}
+            s3.create_bucket(**kwargs)
+
+    # -- flows ------------------------------------------------------------------------------
+    def ensure_flow(self, flow: Flow) -> Flow:
+        item = self.models.ObjectItem(f"FLOW#{flow.name}", "-", doc=flow.model_dump_json())
+        try:
+            item.save(condition=self.models.ObjectItem.pk.does_not_exist())
+            return flow
+        except PutError as exc:
+            if not _conditional_failure(exc):
+                raise
+            return self.read_flow(flow.name)
+
+    def read_flow(self, name: str) -> Flow:
+        try:
+            item = self.models.ObjectItem.get(f"FLOW#{name}", "-")
+        except DoesNotExist:
+            raise ObjectNotFound("flow", name) from None
+        return Flow.model_validate_json(item.doc)
+
+    # -- runs -------------------------------------------------------------------------------
+    def _model(self, kind: RunKind) -> Any:
+        return self.models.FlowRunItem if kind == RunKind.FLOW else self.models.TaskRunItem
+
+    def _attrs(self, kind: RunKind, run: FlowRun | TaskRun) -> dict[str, Any]:
+        state = run.state
+        attrs: dict[str, Any] = {
+            "doc": run.model_dump_json(exclude={"state_history", "version"}),
+            "state_type": state.type.value if state else None,
+            "state_name": state.name if state else None,
+        }
+        if kind == RunKind.FLOW:
+            assert isinstance(run, FlowRun)
+            attrs["state_shard"] = f"{state.type.value}#{_shard(run.id)}" if state else None
+            attrs["state_time"] = _iso(
+                (state.state_details.scheduled_time or state.timestamp) if state else None)
+            attrs["expected_start"] = _iso(run.expected_start_time or run.created)
+        return attrs
+
+    def _item(self, kind: RunKind, run: FlowRun | TaskRun, version: int | None) -> Any:
+        created = _iso(run.created) or ""
+        attrs = self._attrs(kind, run)
+        attrs = {k: v for k, v in attrs.items() if v is not None}
+        if kind == RunKind.FLOW:
+            assert isinstance(run, FlowRun)
+            attrs.update(flow_name=run.flow_name, created_day=created[:10])
+            if run.deployment_id:
+                attrs["deployment_id"] = run.deployment_id
+        else:
+            assert isinstance(run, TaskRun)
+            if run.flow_run_id:
+                attrs["flow_run_id"] = run.flow_run_id
+        item = self._model(kind)(run.id, history=[s.model_dump_json() for s in run.state_history],
+                                 created=created, **attrs)
+        if version is not None:
+            item.version = version
+        return item
+
+    def create_run(self, kind: RunKind, run: FlowRun | TaskRun) -> FlowRun | TaskRun:
+        item = self._item(kind, run, None)
+        # PynamoDB adds "version does not exist" for a new item and sets version 1.
+        item.save()
+        return run.model_copy(update={"version": item.version})
+
+    def _from_item(self, kind: RunKind, item: Any) -> FlowRun | TaskRun:
+        cls = FlowRun if kind == RunKind.FLOW else TaskRun
+        data = json.loads(item.doc)
+        data["state_history"] = [json.loads(s) for s in (item.history or [])]
+        data["version"] = item.version
+        return cls.model_validate(data)
+
+    def read_run(self, kind: RunKind, run_id: str) -> FlowRun | TaskRun:
+        try:
+            item = self._model(kind).get(run_id, consistent_read=True)
+        except DoesNotExist:
+            raise ObjectNotFound(f"{kind.value} run", run_id) from None
+        return self._from_item(kind, item)
+
+    def commit_run(
+        self,
+        kind: RunKind,
+        run: FlowRun | TaskRun,
+        new_states: Sequence[State],
+        expected_version: int,
+        allowed_from: Iterable[StateType | None],
+    ) -> FlowRun | TaskRun:
+        # One PutItem of the whole record (its history already holds ``new_states``). PynamoDB's
+        # VersionAttribute adds "version = expected" and bumps it; we add the from-state clause.
+        # Writing the full item rather than an UpdateItem is safe because every writer of a run
+        # goes through this version check, and it is several times cheaper to apply.
+        model = self._model(kind)
+        item = self._item(kind, run, expected_version)
+        allowed = [t.value for t in allowed_from if t is not None]
+        condition = model.state_type.is_in(*allowed) if allowed else None
+        if None in allowed_from:
+            missing = model.state_type.does_not_exist()
+            condition = missing if condition is None else (condition | missing)
+        try:
+            item.save(condition=condition)
+        except PutError as exc:
+            if not _conditional_failure(exc):
+                raise
+            raise StaleRunError(self.read_run(kind, run.id)) from None
+        return run.model_copy(update={"version": item.version})
+
+    def list_flow_runs(
+        self,
+        *,
+        flow_name: str | None = None,
+        deployment_id: str | None = None,
+        state_types: Sequence[StateType] | None = None,
+        scheduled_before: datetime | None = None,
+        limit: int = 200,
+    ) -> list[FlowRun]:
+        m = self.models.FlowRunItem
+        items: list[Any] = []
+        if state_types:
+            upper = _iso(scheduled_before) if scheduled_before else None
+            for st in state_types:
+                for shard in range(STATE_SHARDS):
+                    cond = m.state_time <= upper if upper else None
+                    items.extend(m.by_state.query(f"{st.value}#{shard}", cond, limit=limit))
+        elif deployment_id:
+            items = list(m.by_deployment.query(deployment_id, scan_index_forward=False, limit=limit))
+        elif flow_name:
+            items = list(m.by_flow.query(flow_name, scan_index_forward=False, limit=limit))
+        else:
+            day = datetime.now(UTC)
+            for _ in range(31):
+                items.extend(m.by_day.query(day.strftime("%Y-%m-%d"), scan_index_forward=False,
+                                            limit=limit - len(items)))
+                if len(items) >= limit:
+                    break
+                day -= timedelta(days=1)
+        runs = [self._from_item(RunKind.FLOW, it) for it in items]
+        runs = [r for r in runs if (flow_name is None or r.flow_name == flow_name)
+                and (deployment_id is None or r.deployment_id == deployment_id)]
+        runs.sort(key=lambda r: r.created, reverse=True)
+        return runs[:limit]  # type: ignore[return-value]
+
+    def list_task_runs(self, flow_run_id: str) -> list[TaskRun]:
+        m = self.models.TaskRunItem
+        runs = [self._from_item(RunKind.TASK, it) for it in m.by_flow_run.query(flow_run_id)]
+        return runs  # type: ignore[return-value]
+
+    # -- logs -------------------------------------------------------------------------------
+    def _next_seq(self) -> int:
+        with self._seq_lock:
+            self._seq += 1
+            return self._seq
+
+    def write_logs(self, logs: Sequence[Log]) -> None:
+        if not logs:
+            return
+        m = self.models.LogItem
+        ttl = timedelta(days=self.settings.log_retention_days)
+        with m.batch_write() as batch:
+            for log in logs:
+                run_id = log.flow_run_id or log.task_run_id or "orphan"
+                seq = log.seq or self._next_seq()
+                batch.save(m(
+                    run_id, f"{_iso(log.timestamp)}#{self._writer_id}#{seq:010d}",
+                    task_run_id=log.task_run_id, level=log.level, name=log.name, message=log.message,
+                    ts=_iso(log.timestamp), expires_at=log.timestamp + ttl,
+                ))
+
+    def read_logs(
+        self, run_id: str, *, cursor: str | None = None, limit: int = 1000, task_run_id: str | None = None,
+        min_level: int = 0,
+    ) -> LogPage:
+        m = self.models.LogItem
+        cond = m.sk > cursor if cursor else None
+        filt = None
+        if task_run_id is not None:
+            filt = m.task_run_id == task_run_id
+        if min_level:
+            lvl = m.level >= min_level
+            filt = lvl if filt is None else (filt & lvl)
+        logs: list[Log] = []
+        last_sk = cursor
+        result = m.query(run_id, cond, filter_condition=filt, limit=limit, consistent_read=True)
+        for it in result:
+            last_sk = it.sk
+            seq = int(it.sk.rsplit("#", 1)[1])
+            logs.append(Log(flow_run_id=run_id, task_run_id=it.task_run_id, name=it.name, level=int(it.level),
+                            message=it.message, timestamp=datetime.fromisoformat(it.ts), seq=seq))
+            if len(logs) >= limit:
+                break
+        return LogPage(logs, last_sk)
+
+    # -- cache ------------------------------------------------------------------------------
+    def read_cache(self, key: str) -> CacheEntry | None:
+        try:
+            item = self.models.ObjectItem.get(f"CACHE#{key}", "-", consistent_read=True)
+        except DoesNotExist:
+            return None
+        entry = CacheEntry.model_validate_json(item.doc)
+        return entry if entry.is_valid() else None
+
+    def write_cache(self, entry: CacheEntry) -> None:
+        self.models.ObjectItem(f"CACHE#{entry.key}", "-", doc=entry.model_dump_json(),
+                               expires_at=entry.expiration).save()
+
+    # -- blobs ------------------------------------------------------------------------------
+    def put_blob(self, key: str, data: bytes) -> str:
+        _aws.client("s3", self.settings).put_object(Bucket=self.settings.bucket, Key=key, Body=data)
+        return f"s3://{self.settings.bucket}/{key}"
+
+    def get_blob(self, uri: str) -> bytes:
+        if not uri.startswith("s3://"):
+            raise ValueError(f"not an s3:// URI: {uri!r}")
+        bucket, _, key = uri[5:].partition("/")
+        body = _aws.client("s3", self.settings).get_object(Bucket=bucket, Key=key)["Body"]
+        return bytes(body.read())
+
+
+def _conditional_failure(exc: Exception) -> bool:
+    return getattr(exc, "cause_response_code", None) == "ConditionalCheckFailedException"
+
+
+_store: DynamoDBStore | None = None
+_store_lock = threading.Lock()
+_store_key: tuple[Any, ...] | None = None
+
+
+def get_dynamodb_store(settings: Settings | None = None) -> DynamoDBStore:
+    """The process's store; rebuilt when the settings it was built from change (tests)."""
+    global _store, _store_key
+    settings = settings or get_settings()
+    key = (settings.resolved_backend, settings.home, settings.table_prefix, settings.bucket,
+           settings.region, settings.aws_endpoint_url)
+    with _store_lock:
+        if _store is None or _store_key != key:
+            store = DynamoDBStore(settings)
+            if settings.resolved_backend == "embedded":
+                store.ensure_resources()
+            _store, _store_key = store, key
+        return _store
