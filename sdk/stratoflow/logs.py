@@ -78,19 +78,23 @@ class LogBuffer:
             self._cond.wait_for(lambda: self._writing == 0, timeout=30)
 
 
-_buffers: dict[int, LogBuffer] = {}
-_buffers_lock = threading.Lock()
+_buffer: LogBuffer | None = None
+_buffer_lock = threading.Lock()
 
 
 def get_log_buffer(store: Store) -> LogBuffer:
+    """The process's log buffer, writing to ``store`` (one writer thread per process)."""
+    global _buffer
     from stratoflow.settings import get_settings
 
-    with _buffers_lock:
-        buf = _buffers.get(id(store))
-        if buf is None or buf.store is not store:
+    with _buffer_lock:
+        if _buffer is None:
             s = get_settings()
-            buf = _buffers[id(store)] = LogBuffer(store, s.log_flush_interval, s.log_batch_size)
-        return buf
+            _buffer = LogBuffer(store, s.log_flush_interval, s.log_batch_size)
+        elif _buffer.store is not store:
+            _buffer.flush()
+            _buffer.store = store
+        return _buffer
 
 
 class RunLogHandler(logging.Handler):

@@ -7,12 +7,19 @@ This module is pure: no I/O, no boto3.
 
 from __future__ import annotations
 
-import uuid
+import random
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+
+
+_ids = random.Random()
+
+
+def _hex_id() -> str:
+    return f"{_ids.getrandbits(128):032x}"
 
 
 def now() -> datetime:
@@ -66,7 +73,7 @@ class State(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    id: str = Field(default_factory=lambda: uuid.uuid4().hex)
+    id: str = Field(default_factory=lambda: _hex_id())
     type: StateType
     name: str = ""
     timestamp: datetime = Field(default_factory=now)
@@ -87,7 +94,7 @@ class State(BaseModel):
         if not self.name:
             self.name = self.type.value.capitalize()
         if self.state_details.transition_id is None:
-            self.state_details.transition_id = uuid.uuid4().hex
+            self.state_details.transition_id = _hex_id()
 
     # -- predicates -------------------------------------------------------------------------
     def is_scheduled(self) -> bool:
@@ -133,7 +140,7 @@ class State(BaseModel):
 
     def fresh_copy(self, **updates: Any) -> State:
         """A new state with the same type/name/details but a new id, timestamp and transition."""
-        details = self.state_details.model_copy(update={"transition_id": uuid.uuid4().hex})
+        details = self.state_details.model_copy(update={"transition_id": _hex_id()})
         data = {
             "type": self.type,
             "name": self.name,

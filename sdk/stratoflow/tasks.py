@@ -104,13 +104,18 @@ class _Flusher:
         self._thread: threading.Thread | None = None
 
     def schedule(self, delay: float, recorder: TaskRunRecorder) -> None:
+        deadline = time.monotonic() + delay
         with self._cond:
             self._counter += 1
-            heapq.heappush(self._heap, (time.monotonic() + delay, self._counter, recorder))
+            # Wake the thread only if this deadline is the new earliest; waking it for every
+            # task would make it compete for the GIL with the flow on every task.
+            wake = not self._heap or deadline < self._heap[0][0]
+            heapq.heappush(self._heap, (deadline, self._counter, recorder))
             if self._thread is None:
                 self._thread = threading.Thread(target=self._loop, name="stratoflow-flusher", daemon=True)
                 self._thread.start()
-            self._cond.notify()
+            if wake:
+                self._cond.notify()
 
     def _loop(self) -> None:
         while True:

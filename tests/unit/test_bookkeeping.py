@@ -172,9 +172,7 @@ def test_end_time_not_set_by_non_terminal_states(run):
 def test_end_time_is_the_latest_terminal_state_after_a_rerun(run):
     run = apply_all(run, [Running(timestamp=at(0)), Failed(timestamp=at(1))])
     assert run.end_time == at(1)
-    run = apply_all(
-        run, [Scheduled(at(2), timestamp=at(2)), Running(timestamp=at(3)), Completed(timestamp=at(9))]
-    )
+    run = apply_all(run, [Scheduled(at(2), timestamp=at(2)), Running(timestamp=at(3)), Completed(timestamp=at(9))])
     assert run.end_time == at(9)
 
 

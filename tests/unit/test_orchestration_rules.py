@@ -197,17 +197,18 @@ def expected(kind: RunKind, from_type: StateType | None, to_type: StateType) -> 
         if to_type is T.SCHEDULED:
             return Expectation(ACCEPT)
         return Expectation(ABORT, "HandleFlowTerminalStateTransitions")
-    # Nothing re-enters PENDING once it is pending, running or being cancelled.
-    if to_type is T.PENDING and from_type in (T.PENDING, T.RUNNING, T.CANCELLING):
-        return Expectation(ABORT, "PreventPendingTransitions")
-    # A RUNNING run cannot be claimed to RUNNING again.
-    if from_type is T.RUNNING and to_type is T.RUNNING:
-        return Expectation(ABORT, "PreventDuplicateClaims")
-    # A CANCELLING run may only become CANCELLED; anything else is answered with Cancelling.
+    # A CANCELLING run may only become CANCELLED; anything else is answered with Cancelling
+    # (checked before the Pending rule, as Prefect does).
     if from_type is T.CANCELLING:
         if to_type is T.CANCELLED:
             return Expectation(ACCEPT)
         return Expectation(REJECT, "EnforceCancellingToCancelledTransition")
+    # Nothing re-enters PENDING once it is pending or running.
+    if to_type is T.PENDING and from_type in (T.PENDING, T.RUNNING):
+        return Expectation(ABORT, "PreventPendingTransitions")
+    # A RUNNING run cannot be claimed to RUNNING again.
+    if from_type is T.RUNNING and to_type is T.RUNNING:
+        return Expectation(ABORT, "PreventDuplicateClaims")
     # Only a RUNNING flow run can pause; task runs never pause.
     if to_type is T.PAUSED:
         if kind is RunKind.FLOW and from_type is T.RUNNING:
@@ -351,7 +352,7 @@ def test_flow_terminal_state_may_be_rescheduled(terminal, scheduled):
 # -- PreventPendingTransitions -----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("from_state", [Pending, Running, Cancelling])
+@pytest.mark.parametrize("from_state", [Pending, Running])
 def test_pending_reentry_is_aborted(kind, from_state):
     run = make_run(kind, from_state())
     result = decide(kind, run, Pending())
@@ -414,12 +415,12 @@ def test_cancelling_to_anything_else_is_rejected_with_current(kind, to_type):
     assert result.state.type is T.CANCELLING
 
 
-def test_cancelling_to_pending_is_aborted_by_the_pending_rule(kind):
-    # PreventPendingTransitions runs before EnforceCancellingToCancelledTransition, and its
-    # docstring covers "being cancelled": the answer is ABORT (not REJECT with Cancelling).
+def test_cancelling_to_pending_is_rejected_with_cancelling(kind):
+    # EnforceCancellingToCancelledTransition runs before PreventPendingTransitions (as in
+    # Prefect): a resubmission of a run being cancelled is answered with Cancelling.
     run = make_run(kind, Cancelling())
     result = decide(kind, run, Pending())
-    assert_aborted(result, run, "PreventPendingTransitions")
+    assert_rejected_with_current(result, run, "EnforceCancellingToCancelledTransition")
 
 
 def test_cancelling_task_cannot_start_even_with_running_parent():
@@ -601,9 +602,7 @@ def test_scheduled_state_without_time_does_not_wait(kind):
     assert_accepted(decide(kind, run, proposed), proposed)
 
 
-@pytest.mark.parametrize(
-    "to_state", [Cancelled, Completed, Failed, Crashed, Cancelling, lambda: Scheduled(NOW)]
-)
+@pytest.mark.parametrize("to_state", [Cancelled, Completed, Failed, Crashed, Cancelling, lambda: Scheduled(NOW)])
 def test_future_schedule_does_not_block_other_transitions(kind, to_state):
     run = make_run(kind, Scheduled(NOW + timedelta(hours=1)))
     proposed = to_state()
@@ -690,9 +689,7 @@ def cache_with(expiration: datetime | None, key: str = "ck-0123456789abcdef-long
 
 
 @pytest.mark.parametrize("from_state", NOT_STARTED)
-@pytest.mark.parametrize(
-    "expiration", [NOW + timedelta(hours=1), None], ids=["expires-later", "never-expires"]
-)
+@pytest.mark.parametrize("expiration", [NOW + timedelta(hours=1), None], ids=["expires-later", "never-expires"])
 def test_valid_cache_entry_answers_with_cached_state(from_state, expiration):
     key = "ck-0123456789abcdef-long"
     cache = cache_with(expiration, key)
@@ -866,9 +863,7 @@ def test_no_cache_write_for_non_completed(to_state):
 def test_no_cache_write_when_completion_is_rejected():
     running = Running()
     run = make_run(RunKind.TASK, running)
-    duplicate = Completed(
-        cache_key="ck", result_ref=RESULT_REF, transition_id=running.state_details.transition_id
-    )
+    duplicate = Completed(cache_key="ck", result_ref=RESULT_REF, transition_id=running.state_details.transition_id)
     ctx = make_ctx(RunKind.TASK, run, duplicate)
     result = orchestrate(ctx, TASK_POLICY)
     assert result.status is REJECT

@@ -13,6 +13,7 @@ from stratoflow.models import CacheEntry, FlowRun, TaskRun
 from stratoflow.states import ALL_STATES, State, StateType, now
 
 R = TypeVar("R", FlowRun, TaskRun)
+_RNG = random.Random()
 
 
 class ResponseStatus(StrEnum):
@@ -49,7 +50,7 @@ class OrchestrationContext:
     # Looks up a cache entry by key; injected by the caller so rules stay pure.
     cache_lookup: Callable[[str], CacheEntry | None] | None = None
     refresh_cache: bool = False
-    rng: random.Random = field(default_factory=random.Random)
+    rng: random.Random = field(default_factory=lambda: _RNG)
     effects: list[CacheWrite] = field(default_factory=list)
 
     @property
@@ -135,7 +136,7 @@ def apply_transition(run: R, state: State) -> R:
         updates["run_count"] = run.run_count + 1
         if run.start_time is None:
             updates["start_time"] = state.timestamp
-    if previous is not None and previous.type == StateType.RUNNING and state.type != StateType.RUNNING:
+    if previous is not None and previous.type == StateType.RUNNING:
         elapsed = (state.timestamp - previous.timestamp).total_seconds()
         updates["total_run_time"] = run.total_run_time + max(elapsed, 0.0)
     if state.is_final():

@@ -86,7 +86,7 @@ class PreventPendingTransitions(OrchestrationRule):
     moving it to PENDING and both starting it.
     """
 
-    FROM_STATES = frozenset({S.PENDING, S.RUNNING, S.CANCELLING, S.CANCELLED})
+    FROM_STATES = frozenset({S.PENDING, S.RUNNING, S.CANCELLING})
     TO_STATES = frozenset({S.PENDING})
 
     def before_transition(self, ctx: OrchestrationContext) -> OrchestrationResult | None:
@@ -261,13 +261,20 @@ def _retry_state(ctx: OrchestrationContext) -> tuple[State, str] | None:
     """The AwaitingRetry state for a failure with retries left, and why; None when none are left."""
     policy = ctx.run.retry_policy
     proposed = ctx.proposed_state
-    if proposed.state_details.retriable is False or ctx.run.run_count > policy.retries:
+    if policy.retries <= 0 or proposed.state_details.retriable is False or ctx.run.run_count > policy.retries:
         return None
     delay = policy.delay_for(ctx.run.run_count)
     if policy.retry_jitter_factor and delay > 0:
         # Mean stays at `delay`; the longest wait is delay * (1 + factor).
         factor = policy.retry_jitter_factor
-        delay *= ctx.rng.uniform(max(0.0, 1 - factor), 1 + factor)
+        if factor <= 1:
+            delay *= ctx.rng.uniform(1 - factor, 1 + factor)
+        elif ctx.rng.random() < factor / (1 + factor):
+            # Above 1 a symmetric band would go negative; splitting below/above the delay with
+            # these odds keeps the mean at `delay` and the maximum at delay * (1 + factor).
+            delay *= ctx.rng.uniform(0.0, 1.0)
+        else:
+            delay *= ctx.rng.uniform(1.0, 1 + factor)
     retry = AwaitingRetry(
         scheduled_time=ctx.now + timedelta(seconds=delay),
         message=proposed.message,
@@ -319,9 +326,9 @@ class RetryFailedFlows(OrchestrationRule):
 TASK_POLICY: tuple[type[OrchestrationRule], ...] = (
     PreventDuplicateTransitions,
     HandleTaskTerminalStateTransitions,
+    EnforceCancellingToCancelledTransition,
     PreventPendingTransitions,
     PreventDuplicateClaims,
-    EnforceCancellingToCancelledTransition,
     PreventRunningTasksFromStoppedFlows,
     HandlePausingFlows,
     WaitForScheduledTime,
@@ -334,9 +341,9 @@ TASK_POLICY: tuple[type[OrchestrationRule], ...] = (
 FLOW_POLICY: tuple[type[OrchestrationRule], ...] = (
     PreventDuplicateTransitions,
     HandleFlowTerminalStateTransitions,
+    EnforceCancellingToCancelledTransition,
     PreventPendingTransitions,
     PreventDuplicateClaims,
-    EnforceCancellingToCancelledTransition,
     HandlePausingFlows,
     HandleResumingPausedFlows,
     WaitForScheduledTime,

@@ -1,0 +1,238 @@
+"""``stratoflow`` command line: readable tables on a terminal, JSON with ``--json``.
+
+Errors exit non-zero with one line on stderr saying what was wrong.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from stratoflow.exceptions import ObjectNotFound, StratoflowError
+
+_COLOURS = {
+    "COMPLETED": "32", "FAILED": "31", "CRASHED": "35", "CANCELLED": "90", "CANCELLING": "90",
+    "RUNNING": "34", "PENDING": "37", "SCHEDULED": "33", "PAUSED": "33",
+}
+_LEVELS = {10: "DEBUG", 20: "INFO", 30: "WARNING", 40: "ERROR", 50: "CRITICAL"}
+
+
+def _colour(text: str, state_type: str | None) -> str:
+    if not sys.stdout.isatty() or state_type not in _COLOURS:
+        return text
+    return f"\033[{_COLOURS[state_type]}m{text}\033[0m"
+
+
+def table(rows: Sequence[Sequence[Any]], headers: Sequence[str], colour_col: int | None = None,
+          colour_keys: Sequence[str | None] | None = None) -> str:
+    """Render rows as an aligned text table (colour applied after padding so widths stay right)."""
+    cells = [[str(h) for h in headers]] + [["" if c is None else str(c) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    lines = []
+    for n, row in enumerate(cells):
+        parts = []
+        for i, c in enumerate(row):
+            padded = c.ljust(widths[i])
+            if n > 0 and colour_col == i and colour_keys is not None:
+                padded = _colour(padded, colour_keys[n - 1])
+            parts.append(padded)
+        lines.append("  ".join(parts).rstrip())
+        if n == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _dt(value: datetime | None) -> str:
+    return value.astimezone().strftime("%Y-%m-%d %H:%M:%S") if value else "-"
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    return f"{seconds * 1000:.0f}ms" if seconds < 1 else f"{seconds:.2f}s"
+
+
+def _run_duration(run: Any) -> float | None:
+    if run.start_time is None:
+        return None
+    end = run.end_time or datetime.now(UTC)
+    return (end - run.start_time).total_seconds()
+
+
+def _print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, default=str))
+
+
+# -- commands -------------------------------------------------------------------------------------
+def cmd_version(args: argparse.Namespace) -> int:
+    from stratoflow import __version__
+    from stratoflow.settings import get_settings
+
+    s = get_settings()
+    info = {"version": __version__, "backend": s.resolved_backend, "home": str(s.home), "region": s.region,
+            "table_prefix": s.table_prefix, "bucket": s.bucket, "api_url": s.api_url,
+            "python": sys.version.split()[0]}
+    if args.json:
+        _print_json(info)
+    else:
+        for k, v in info.items():
+            print(f"{k:<13} {v}")
+    return 0
+
+
+def cmd_flow_run_ls(args: argparse.Namespace) -> int:
+    from stratoflow import get_client
+
+    runs = get_client().read_flow_runs(flow_name=args.flow, state_types=args.state or None, limit=args.limit)
+    if args.json:
+        _print_json([r.model_dump(mode="json", exclude={"state_history"}) for r in runs])
+        return 0
+    rows = [(r.id, r.flow_name, r.name, r.state_name, _dt(r.start_time or r.created), _duration(_run_duration(r)))
+            for r in runs]
+    print(table(rows, ["ID", "FLOW", "NAME", "STATE", "STARTED", "DURATION"], 3, [r.state_type for r in runs]))
+    return 0
+
+
+def cmd_flow_run_inspect(args: argparse.Namespace) -> int:
+    from stratoflow import get_client
+
+    client = get_client()
+    run = client.read_flow_run(args.id)
+    if args.json:
+        _print_json(run.model_dump(mode="json"))
+        return 0
+    print(f"Flow run {run.name!r} ({run.id})")
+    print(f"  flow        {run.flow_name}")
+    print(f"  state       {_colour(run.state_name or '-', run.state_type)}"
+          + (f" - {run.state.message}" if run.state and run.state.message else ""))
+    print(f"  parameters  {json.dumps(run.parameters)}")
+    print(f"  run count   {run.run_count}    duration {_duration(_run_duration(run))}")
+    print(f"  tags        {', '.join(run.tags) or '-'}")
+    print("\nState history")
+    print(table([(_dt(s.timestamp), s.name, s.message or "") for s in run.state_history],
+                ["TIME", "STATE", "MESSAGE"], 1, [s.type.value for s in run.state_history]))
+    tasks = client.read_task_runs(run.id)
+    if tasks:
+        print(f"\nTask runs ({len(tasks)})")
+        print(_task_table(tasks))
+    return 0
+
+
+def _task_table(tasks: Sequence[Any]) -> str:
+    rows = [(t.name, t.state_name, t.run_count, _duration(_run_duration(t)), t.id) for t in tasks]
+    return table(rows, ["TASK RUN", "STATE", "RUNS", "DURATION", "ID"], 1, [t.state_type for t in tasks])
+
+
+def cmd_task_run_ls(args: argparse.Namespace) -> int:
+    from stratoflow import get_client
+
+    tasks = get_client().read_task_runs(args.flow_run)
+    if args.json:
+        _print_json([t.model_dump(mode="json", exclude={"state_history"}) for t in tasks])
+        return 0
+    print(_task_table(tasks))
+    return 0
+
+
+def _format_log(log: Any) -> str:
+    ts = log.timestamp.astimezone().strftime("%H:%M:%S.%f")[:-3]
+    return f"{ts} | {_LEVELS.get(log.level, log.level):<7} | {log.message}"
+
+
+def cmd_flow_run_logs(args: argparse.Namespace) -> int:
+    from stratoflow import get_client
+
+    client = get_client()
+    run = client.read_flow_run(args.id)  # 404 early with a clear message
+    min_level = _parse_level(args.level)
+    cursor: str | None = None
+    while True:
+        page = client.read_logs(run.id, cursor=cursor, min_level=min_level, limit=1000)
+        for log in page.logs:
+            if args.json:
+                print(log.model_dump_json())
+            else:
+                print(_format_log(log))
+        cursor = page.next_cursor or cursor
+        if page.logs:
+            continue
+        if not args.follow:
+            return 0
+        if client.read_flow_run(run.id).state is not None and client.read_flow_run(run.id).state.is_final():  # type: ignore[union-attr]
+            # One last read after the run ended, for logs flushed with its final state.
+            page = client.read_logs(run.id, cursor=cursor, min_level=min_level)
+            for log in page.logs:
+                print(log.model_dump_json() if args.json else _format_log(log))
+            return 0
+        time.sleep(args.interval)
+
+
+def _parse_level(level: str | None) -> int:
+    if level is None:
+        return 0
+    names = {v: k for k, v in _LEVELS.items()}
+    if level.upper() in names:
+        return names[level.upper()]
+    raise StratoflowError(f"--level must be one of {', '.join(_LEVELS.values())}, not {level!r}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="stratoflow", description="Stratoflow: serverless workflow orchestration")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("version", help="show version and configuration")
+    p.set_defaults(fn=cmd_version)
+
+    fr = sub.add_parser("flow-run", help="inspect flow runs").add_subparsers(dest="action", required=True)
+    p = fr.add_parser("ls", help="list flow runs, newest first")
+    p.add_argument("--flow", help="only runs of this flow")
+    p.add_argument("--state", action="append", type=str.upper, help="only runs in this state type (repeatable)")
+    p.add_argument("--limit", type=int, default=50)
+    p.set_defaults(fn=cmd_flow_run_ls)
+    p = fr.add_parser("inspect", help="show a flow run, its state history and task runs")
+    p.add_argument("id")
+    p.set_defaults(fn=cmd_flow_run_inspect)
+    p = fr.add_parser("logs", help="print a flow run's logs in order")
+    p.add_argument("id")
+    p.add_argument("--follow", "-f", action="store_true", help="keep printing new logs until the run ends")
+    p.add_argument("--level", help="minimum level (DEBUG, INFO, WARNING, ERROR)")
+    p.add_argument("--interval", type=float, default=1.0, help=argparse.SUPPRESS)
+    p.set_defaults(fn=cmd_flow_run_logs)
+
+    tr = sub.add_parser("task-run", help="inspect task runs").add_subparsers(dest="action", required=True)
+    p = tr.add_parser("ls", help="list the task runs of a flow run")
+    p.add_argument("--flow-run", required=True)
+    p.set_defaults(fn=cmd_task_run_ls)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "state", None):
+        from stratoflow.states import StateType
+
+        bad = [s for s in args.state if s not in StateType.__members__]
+        if bad:
+            print(f"error: --state {bad[0]!r} is not one of {', '.join(StateType.__members__)}", file=sys.stderr)
+            return 2
+    try:
+        return int(args.fn(args))
+    except ObjectNotFound as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except StratoflowError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
