@@ -135,10 +135,10 @@ class Flow(Generic[P, R]):
             self._retry_delays = [float(retry_delay_seconds)]
         else:
             self._retry_delays = [float(x) for x in retry_delay_seconds]
-        functools.update_wrapper(self, fn)  # type: ignore[arg-type]
+        functools.update_wrapper(self, fn)
 
     def with_options(self, **overrides: Any) -> Flow[P, R]:
-        options = {
+        options: dict[str, Any] = {
             "name": self.name, "description": self.description, "version": self.version,
             "flow_run_name": self.flow_run_name, "retries": self.retries,
             "retry_delay_seconds": self.retry_delay_seconds, "timeout_seconds": self.timeout_seconds,
@@ -166,7 +166,7 @@ class Flow(Generic[P, R]):
                     annotation = dict[str, annotation]  # type: ignore[valid-type]
                 default = ... if param.default is inspect.Parameter.empty else param.default
                 fields[pname] = (annotation, default)
-            self._model = create_model(  # type: ignore[call-overload]
+            self._model = create_model(
                 f"{self.fn.__name__}_parameters", __config__=ConfigDict(arbitrary_types_allowed=True), **fields
             )
         return self._model
@@ -224,11 +224,6 @@ class Flow(Generic[P, R]):
         return self.fn(*args, **kwargs)
 
     # -- calling -------------------------------------------------------------------------------
-    @overload
-    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R: ...
-    @overload
-    def __call__(self, *args: Any, return_state: bool = ..., **kwargs: Any) -> Any: ...
-
     def __call__(self, *args: Any, return_state: bool = False, **kwargs: Any) -> Any:
         parameters = self.validate_parameters(self._bind(args, kwargs))
         if inspect.iscoroutinefunction(self.fn):
@@ -301,7 +296,7 @@ def _final_state_from_return(value: Any, store: Store, settings: Any, persist: b
         if bad:
             return Failed(message=f"{len(bad)}/{len(states)} states failed.")
         resolved = [s.result() for s in states]
-        value = resolved[0] if isinstance(value, StratoflowFuture) else type(value)(resolved)  # type: ignore[call-arg]
+        value = resolved[0] if isinstance(value, StratoflowFuture) else type(value)(resolved)
     state = Completed()
     if persist:
         try:

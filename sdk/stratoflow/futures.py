@@ -45,7 +45,7 @@ class StratoflowFuture(Generic[R]):
             state = self._inner.result(timeout=timeout)
         except concurrent.futures.TimeoutError:
             raise TimeoutError(f"task run {self.name!r} did not finish within {timeout}s") from None
-        return state.result(raise_on_failure=raise_on_failure)  # type: ignore[no-any-return]
+        return state.result(raise_on_failure=raise_on_failure)
 
     def done(self) -> bool:
         return self._inner.done()

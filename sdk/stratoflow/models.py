@@ -12,7 +12,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from stratoflow.states import State, StateType, now
 
-
 _ids = random.Random()
 
 

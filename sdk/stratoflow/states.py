@@ -14,7 +14,6 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
-
 _ids = random.Random()
 
 
@@ -141,7 +140,7 @@ class State(BaseModel):
     def fresh_copy(self, **updates: Any) -> State:
         """A new state with the same type/name/details but a new id, timestamp and transition."""
         details = self.state_details.model_copy(update={"transition_id": _hex_id()})
-        data = {
+        data: dict[str, Any] = {
             "type": self.type,
             "name": self.name,
             "message": self.message,

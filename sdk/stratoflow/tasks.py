@@ -272,11 +272,11 @@ class Task(Generic[P, R]):
         self.task_key = f"{getattr(fn, '__qualname__', self.name)}-{_source_hash(fn)[:8]}"
         self._signature = inspect.signature(fn)
         self._retry_delays = _retry_delays(retry_delay_seconds, retries)
-        functools.update_wrapper(self, fn)  # type: ignore[arg-type]
+        functools.update_wrapper(self, fn)
 
     def with_options(self, **overrides: Any) -> Task[P, R]:
         """A copy of this task with some options changed."""
-        options = {
+        options: dict[str, Any] = {
             "name": self.name, "description": self.description, "tags": self.tags, "version": self.version,
             "cache_policy": self.cache_policy, "cache_key_fn": self.cache_key_fn,
             "cache_expiration": self.cache_expiration, "refresh_cache": self.refresh_cache,
@@ -306,11 +306,6 @@ class Task(Generic[P, R]):
         return dict(bound.arguments)
 
     # -- calling ----------------------------------------------------------------------------
-    @overload
-    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R: ...
-    @overload
-    def __call__(self, *args: Any, return_state: bool = ..., wait_for: Any = ..., **kwargs: Any) -> Any: ...
-
     def __call__(self, *args: Any, return_state: bool = False, wait_for: Any = None, **kwargs: Any) -> Any:
         parameters = self._bind(args, kwargs)
         if inspect.iscoroutinefunction(self.fn):

@@ -121,7 +121,7 @@ def _reset_moto() -> None:
     from moto.backends import get_backend
 
     for service in ("dynamodb", "s3"):
-        get_backend(service).reset()  # type: ignore[call-overload]
+        get_backend(service).reset()
 
 
 def get_embedded_cloud(home: Path, fsync: bool = False) -> EmbeddedCloud:

@@ -9,10 +9,10 @@ from datetime import datetime
 from enum import StrEnum
 from typing import ClassVar, TypeVar
 
-from stratoflow.models import CacheEntry, FlowRun, TaskRun
+from stratoflow.models import CacheEntry, FlowRun, TaskRun, _Run
 from stratoflow.states import ALL_STATES, State, StateType, now
 
-R = TypeVar("R", FlowRun, TaskRun)
+R = TypeVar("R", bound=_Run)
 _RNG = random.Random()
 
 

@@ -100,7 +100,7 @@ class _Models:
             created = UnicodeAttribute(range_key=True)
 
         class FlowRunItem(Model):
-            Meta = _meta("flow-runs")
+            Meta = _meta("flow-runs")  # type: ignore[assignment]
             id = UnicodeAttribute(hash_key=True)
             version = VersionAttribute()
             doc = UnicodeAttribute()
@@ -125,7 +125,7 @@ class _Models:
             created = UnicodeAttribute(range_key=True)
 
         class TaskRunItem(Model):
-            Meta = _meta("task-runs")
+            Meta = _meta("task-runs")  # type: ignore[assignment]
             id = UnicodeAttribute(hash_key=True)
             version = VersionAttribute()
             doc = UnicodeAttribute()
@@ -137,7 +137,7 @@ class _Models:
             by_flow_run = ByFlowRun()
 
         class LogItem(Model):
-            Meta = _meta("logs")
+            Meta = _meta("logs")  # type: ignore[assignment]
             run_id = UnicodeAttribute(hash_key=True)
             sk = UnicodeAttribute(range_key=True)
             task_run_id = UnicodeAttribute(null=True)
@@ -148,7 +148,7 @@ class _Models:
             expires_at = TTLAttribute(null=True)
 
         class ObjectItem(Model):
-            Meta = _meta("objects")
+            Meta = _meta("objects")  # type: ignore[assignment]
             pk = UnicodeAttribute(hash_key=True)
             sk = UnicodeAttribute(range_key=True)
             doc = UnicodeAttribute()
@@ -323,11 +323,11 @@ class DynamoDBStore(Store):
                 if len(items) >= limit:
                     break
                 day -= timedelta(days=1)
-        runs = [self._from_item(RunKind.FLOW, it) for it in items]
+        runs: list[Any] = [self._from_item(RunKind.FLOW, it) for it in items]
         runs = [r for r in runs if (flow_name is None or r.flow_name == flow_name)
                 and (deployment_id is None or r.deployment_id == deployment_id)]
         runs.sort(key=lambda r: r.created, reverse=True)
-        return runs[:limit]  # type: ignore[return-value]
+        return runs[:limit]
 
     def list_task_runs(self, flow_run_id: str) -> list[TaskRun]:
         m = self.models.TaskRunItem
