@@ -49,4 +49,19 @@ def __getattr__(name: str) -> Any:
     return value
 
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "Flow",
+    "State",
+    "StateType",
+    "Task",
+    "exponential_backoff",
+    "flow",
+    "get_client",
+    "get_run_context",
+    "get_run_logger",
+    "get_settings",
+    "tags",
+    "task",
+    "unmapped",
+    "wait",
+]
