@@ -38,7 +38,7 @@ from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
 from pynamodb.models import Model
 
 from stratoflow import _aws
-from stratoflow.exceptions import ObjectNotFound, StaleRunError
+from stratoflow.exceptions import ObjectNotFound, StaleRunError, StratoflowError
 from stratoflow.models import CacheEntry, Flow, FlowRun, Log, TaskRun
 from stratoflow.orchestration import RunKind
 from stratoflow.settings import Settings, get_settings
@@ -198,6 +198,12 @@ class DynamoDBStore(Store):
             item.save(condition=self.models.ObjectItem.pk.does_not_exist())
             return flow
         except PutError as exc:
+            if getattr(exc, "cause_response_code", None) == "ResourceNotFoundException":
+                where = self.settings.aws_endpoint_url or f"region {self.settings.region}"
+                raise StratoflowError(
+                    f"DynamoDB table {self.settings.table_name('objects')!r} does not exist at {where}: deploy "
+                    "the stack (sam deploy) and set STRATOFLOW_TABLE_PREFIX from its outputs"
+                ) from None
             if not _conditional_failure(exc):
                 raise
             return self.read_flow(flow.name)
