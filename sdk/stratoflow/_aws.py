@@ -37,7 +37,11 @@ def client(service: str, settings: Settings) -> Any:
         import boto3
         from botocore.config import Config
 
-        config = Config(retries={"mode": "standard", "max_attempts": 5}, max_pool_connections=50)
+        # Checksums only where required: S3 bodies then stay plain bytes (journaled and replayed
+        # as they are) instead of aws-chunked streams.
+        config = Config(retries={"mode": "standard", "max_attempts": 5}, max_pool_connections=50,
+                        request_checksum_calculation="when_required",
+                        response_checksum_validation="when_required")
         if cloud is not None:
             made = boto3.session.Session(**EMBEDDED_CREDENTIALS, region_name=settings.region).client(
                 service, config=config)

@@ -14,23 +14,33 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
-_main_deadlines: list[tuple[float, type[BaseException]]] = []
+# Active main-thread deadlines: (monotonic deadline, exception class or foreign handler).
+_main_deadlines: list[tuple[float, Any]] = []
 
 
 def _arm_main() -> None:
     if not _main_deadlines:
         signal.setitimer(signal.ITIMER_REAL, 0)
         return
-    deadline, _ = min(_main_deadlines, key=lambda d: d[0])
+    deadline = min(d[0] for d in _main_deadlines)
     signal.setitimer(signal.ITIMER_REAL, max(deadline - time.monotonic(), 1e-4))
 
 
-def _on_alarm(signum: int, frame: object) -> None:
+def _on_alarm(signum: int, frame: Any) -> None:
     now = time.monotonic()
-    due = [d for d in _main_deadlines if d[0] <= now + 1e-4]
-    if due:
-        raise due[0][1]("timed out after its timeout_seconds")
+    due = sorted((d for d in _main_deadlines if d[0] <= now + 1e-4), key=lambda d: d[0])
+    for entry in due:
+        _, action = entry
+        if isinstance(action, type) and issubclass(action, BaseException):
+            _arm_main()
+            raise action("timed out after its timeout_seconds")
+        # A timer someone else had set before us (e.g. pytest-timeout): hand it its signal.
+        _main_deadlines.remove(entry)
+        _arm_main()
+        action(signum, frame)
+        return
     _arm_main()
 
 
@@ -39,24 +49,36 @@ def timeout_scope(seconds: float | None, exc_type: type[BaseException]) -> Itera
     if not seconds or seconds <= 0:
         yield
         return
-    if threading.current_thread() is threading.main_thread() and hasattr(signal, "setitimer"):
-        previous = signal.getsignal(signal.SIGALRM)
-        if previous not in (signal.SIG_DFL, _on_alarm, None, signal.SIG_IGN):
-            yield from _thread_scope(seconds, exc_type)
-            return
-        entry = (time.monotonic() + seconds, exc_type)
-        signal.signal(signal.SIGALRM, _on_alarm)
-        _main_deadlines.append(entry)
-        _arm_main()
-        try:
-            yield
-        finally:
-            _main_deadlines.remove(entry)
-            _arm_main()
-            if not _main_deadlines:
-                signal.signal(signal.SIGALRM, previous or signal.SIG_DFL)
-    else:
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "setitimer"):
         yield from _thread_scope(seconds, exc_type)
+        return
+    previous = signal.getsignal(signal.SIGALRM)
+    outermost = previous is not _on_alarm
+    foreign: tuple[float, Any] | None = None
+    if outermost:
+        remaining, _interval = signal.getitimer(signal.ITIMER_REAL)
+        if remaining > 0 and callable(previous):
+            # Keep the other timer: it fires through us at its own deadline.
+            foreign = (time.monotonic() + remaining, previous)
+            _main_deadlines.append(foreign)
+        signal.signal(signal.SIGALRM, _on_alarm)
+    entry = (time.monotonic() + seconds, exc_type)
+    _main_deadlines.append(entry)
+    _arm_main()
+    try:
+        yield
+    finally:
+        _main_deadlines.remove(entry)
+        if outermost:
+            pending = foreign in _main_deadlines if foreign is not None else False
+            if foreign is not None and pending:
+                _main_deadlines.remove(foreign)
+            _arm_main()
+            signal.signal(signal.SIGALRM, previous if previous is not None else signal.SIG_DFL)
+            if foreign is not None and pending:
+                signal.setitimer(signal.ITIMER_REAL, max(foreign[0] - time.monotonic(), 1e-4))
+        else:
+            _arm_main()
 
 
 def _thread_scope(seconds: float, exc_type: type[BaseException]) -> Iterator[None]:

@@ -194,6 +194,12 @@ class Flow(Generic[P, R]):
                 or self._signature.parameters[name].default is not inspect.Parameter.empty}
 
     def _bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+        params = self._signature.parameters
+        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+            unknown = sorted(set(kwargs) - set(params))
+            if unknown:
+                raise ParameterValidationError(self.name, [
+                    {"loc": (k,), "msg": "unexpected parameter (not in the flow's signature)"} for k in unknown])
         try:
             bound = self._signature.bind_partial(*args, **kwargs)
         except TypeError as exc:

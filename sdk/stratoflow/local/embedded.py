@@ -49,14 +49,18 @@ class EmbeddedCloud:
         self.home.mkdir(parents=True, exist_ok=True)
         self.journal_path = self.home / "journal.jsonl"
         self.replayed = self._replay()
-        self._fd = os.open(self.journal_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        self._fd: int | None = os.open(self.journal_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
 
     # botocore calls this for every request of an attached client ("before-send" event).
     def __call__(self, event_name: str, request: Any, **kwargs: Any) -> Any:
         from botocore.awsrequest import AWSResponse
         from moto.core.botocore_stubber import MockRawResponse
 
+        if hasattr(request.body, "read"):  # a stream: make it bytes so it can be journaled too
+            request.body = request.body.read()
         with self._lock:
+            if self._fd is None:
+                raise RuntimeError(f"the embedded cloud at {self.home} was closed (another home is active)")
             response = self._stubber.process_request(request)
             if response is None:
                 return None
@@ -76,11 +80,6 @@ class EmbeddedCloud:
 
     def _append(self, request: Any) -> None:
         body = request.body
-        if hasattr(body, "read"):
-            pos = body.tell()
-            data = body.read()
-            body.seek(pos)
-            body = data
         if isinstance(body, str):
             body = body.encode()
         entry = {
@@ -89,6 +88,7 @@ class EmbeddedCloud:
             "h": {k: (v.decode() if isinstance(v, bytes) else v) for k, v in request.headers.items()},
             "b": base64.b64encode(body or b"").decode(),
         }
+        assert self._fd is not None
         os.write(self._fd, (json.dumps(entry, separators=(",", ":")) + "\n").encode())
         if self.fsync:
             os.fsync(self._fd)
@@ -101,10 +101,12 @@ class EmbeddedCloud:
         from botocore.awsrequest import AWSPreparedRequest, HTTPHeaders
 
         count = 0
+        good_end = 0
         with open(self.journal_path, "rb") as fh:
             for line in fh:
                 if not line.endswith(b"\n"):
                     break  # torn final write from a crash: the request never got its answer
+                good_end += len(line)
                 entry = json.loads(line)
                 headers = HTTPHeaders()
                 for k, v in entry["h"].items():
@@ -112,10 +114,16 @@ class EmbeddedCloud:
                 req = AWSPreparedRequest(entry["m"], entry["u"], headers, base64.b64decode(entry["b"]), False)
                 self._stubber.process_request(req)
                 count += 1
+        if good_end < self.journal_path.stat().st_size:
+            # Drop the torn tail so new entries start on a line of their own.
+            os.truncate(self.journal_path, good_end)
         return count
 
     def close(self) -> None:
-        os.close(self._fd)
+        with self._lock:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
 
 
 _current: EmbeddedCloud | None = None
@@ -142,6 +150,7 @@ def get_embedded_cloud(home: Path, fsync: bool = False) -> EmbeddedCloud:
             return _current
         if _current is not None:
             _current.close()
+            _current = None
             _reset_moto()
         _current = EmbeddedCloud(home, fsync=fsync)
         return _current
