@@ -44,10 +44,15 @@ def stdout_to_stderr() -> None:
 
 def parse_args(description: str, argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=description)
-    p.add_argument("--tasks", type=int, default=DEFAULT_TASKS,
-                   help=f"sequential tasks in the big flow (default {DEFAULT_TASKS})")
-    p.add_argument("--flow-runs", type=int, default=DEFAULT_FLOW_RUNS,
-                   help=f"empty flow runs called back to back (default {DEFAULT_FLOW_RUNS})")
+    p.add_argument(
+        "--tasks", type=int, default=DEFAULT_TASKS, help=f"sequential tasks in the big flow (default {DEFAULT_TASKS})"
+    )
+    p.add_argument(
+        "--flow-runs",
+        type=int,
+        default=DEFAULT_FLOW_RUNS,
+        help=f"empty flow runs called back to back (default {DEFAULT_FLOW_RUNS})",
+    )
     args = p.parse_args(argv)
     if args.tasks < 1 or args.flow_runs < 1:
         p.error("--tasks and --flow-runs must be >= 1")
@@ -65,9 +70,19 @@ def check(what: str, got: Any, expected: Any) -> None:
         raise SystemExit(f"benchmark sanity check failed: {what} returned {got!r}, expected {expected!r}")
 
 
-def result(*, system: str, version: str, startup_s: float, empty_flow_s: float, tasks: int,
-           flow_tasks_s: float, flow_runs: int, flow_runs_s: float, notes: str,
-           **extra: Any) -> dict[str, Any]:
+def result(
+    *,
+    system: str,
+    version: str,
+    startup_s: float,
+    empty_flow_s: float,
+    tasks: int,
+    flow_tasks_s: float,
+    flow_runs: int,
+    flow_runs_s: float,
+    notes: str,
+    **extra: Any,
+) -> dict[str, Any]:
     out: dict[str, Any] = {
         "system": system,
         "version": version,

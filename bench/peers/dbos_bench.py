@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-import benchlib  # noqa: E402
+import benchlib
 
 benchlib.stdout_to_stderr()
 args = benchlib.parse_args("DBOS Transact workload for the Stratoflow benchmark")
@@ -34,11 +34,13 @@ from dbos import DBOS  # noqa: E402
 
 t_imported = time.perf_counter()
 
-DBOS(config={
-    "name": "stratoflow-bench",
-    "system_database_url": f"sqlite:///{db_path}",
-    "log_level": "WARNING",
-})
+DBOS(
+    config={
+        "name": "stratoflow-bench",
+        "system_database_url": f"sqlite:///{db_path}",
+        "log_level": "WARNING",
+    }
+)
 
 
 @DBOS.step()
@@ -82,6 +84,7 @@ def main() -> None:
     journal = "?"
     try:
         import sqlite3
+
         with sqlite3.connect(db_path) as con:
             journal = con.execute("PRAGMA journal_mode").fetchone()[0]
             steps_recorded = con.execute("SELECT COUNT(*) FROM operation_outputs").fetchone()[0]
@@ -90,24 +93,26 @@ def main() -> None:
 
     ver = _dist_version("dbos")
     notes = (
-        f"in-process, SQLite system database {db_path} (journal_mode={journal}, "
+        f"in-process, SQLite system database in a temp dir (journal_mode={journal}, "
         "synchronous left at the SQLite default); "
         "each @DBOS.step output checkpointed to the system DB before the next step runs; "
         "workflow status rows written at start and end of each workflow; log_level=WARNING"
     )
-    benchlib.emit(benchlib.result(
-        system=f"dbos {ver}",
-        version=ver,
-        startup_s=startup_s,
-        empty_flow_s=empty_s,
-        tasks=args.tasks,
-        flow_tasks_s=tasks_s,
-        flow_runs=args.flow_runs,
-        flow_runs_s=runs_s,
-        notes=notes,
-        import_s=round(t_imported - t_start, 4),
-        step_checkpoints_recorded=steps_recorded,
-    ))
+    benchlib.emit(
+        benchlib.result(
+            system=f"dbos {ver}",
+            version=ver,
+            startup_s=startup_s,
+            empty_flow_s=empty_s,
+            tasks=args.tasks,
+            flow_tasks_s=tasks_s,
+            flow_runs=args.flow_runs,
+            flow_runs_s=runs_s,
+            notes=notes,
+            import_s=round(t_imported - t_start, 4),
+            step_checkpoints_recorded=steps_recorded,
+        )
+    )
 
 
 if __name__ == "__main__":

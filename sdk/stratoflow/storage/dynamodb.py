@@ -179,7 +179,7 @@ class DynamoDBStore(Store):
                 model.create_table(wait=True)
                 if model in (self.models.LogItem, self.models.ObjectItem):
                     model._get_connection().connection.client.update_time_to_live(
-                        TableName=model.Meta.table_name,
+                        TableName=model.Meta.table_name,  # type: ignore[attr-defined]
                         TimeToLiveSpecification={"Enabled": True, "AttributeName": "expires_at"},
                     )
         s3 = _aws.client("s3", self.settings)
