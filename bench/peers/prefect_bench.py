@@ -58,6 +58,9 @@ for var in (
     os.environ.pop(var, None)
 os.environ["PREFECT_HOME"] = home
 os.environ["PREFECT_SERVER_ALLOW_EPHEMERAL_MODE"] = "true"
+# The ephemeral server takes ~16-25 s to start on a busy 2-core machine, against a 20 s default
+# limit; a larger limit only avoids a spurious failure, it changes no timing.
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 os.environ["PREFECT_LOGGING_LEVEL"] = "WARNING"
 os.environ["PREFECT_SERVER_LOGGING_LEVEL"] = "WARNING"
 # No network here besides package registries: make sure nothing phones home.

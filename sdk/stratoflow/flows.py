@@ -434,6 +434,7 @@ def run_flow(flow: Flow[..., Any], parameters: dict[str, Any], parent: FlowRunCo
         mirrored.state_details.child_flow_run_id = run.id
         placeholder.propose(mirrored)
     if parent is None:
+        store.flush()
         get_log_buffer(store).flush()
     if interrupted is not None:
         raise interrupted

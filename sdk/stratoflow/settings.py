@@ -55,6 +55,12 @@ class Settings(BaseSettings):
     # A running task's state is written as soon as it starts running for longer than this;
     # short tasks are recorded in one write when they finish. 0 writes every transition.
     task_state_flush_after: float = 0.2
+    # How a task run that is created already finished is stored: "sync" writes it before the
+    # task call returns; "group" appends it to a local outbox file (durable against a crash of
+    # the process) and writes batches of 25 in the background. "auto": group on the embedded
+    # backend (whose own durability is a local journal anyway), sync on AWS.
+    task_commit: Literal["auto", "sync", "group"] = "auto"
+    group_commit_interval: float = 0.05
     task_runner_max_workers: int = 16
 
     # Embedded backend: fsync the journal on each write (survives power loss, not just a crash).
@@ -65,6 +71,12 @@ class Settings(BaseSettings):
         if self.backend != "auto":
             return self.backend
         return "aws" if any(os.environ.get(v) for v in _STACK_VARS) else "embedded"
+
+    @property
+    def resolved_task_commit(self) -> Literal["sync", "group"]:
+        if self.task_commit != "auto":
+            return self.task_commit
+        return "group" if self.resolved_backend == "embedded" else "sync"
 
     def table_name(self, kind: str) -> str:
         return f"{self.table_prefix}-{kind}"

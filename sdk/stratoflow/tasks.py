@@ -179,7 +179,9 @@ class TaskRunRecorder:
     def _flush(self) -> None:
         if not self._unflushed:
             return
-        if self._stored_version is None:
+        if self._stored_version is None and self.run.state is not None and self.run.state.is_final():
+            stored = self.store.create_final_task_run(self.run)
+        elif self._stored_version is None:
             stored = self.store.create_run(RunKind.TASK, self.run)
         else:
             try:

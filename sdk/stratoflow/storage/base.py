@@ -38,6 +38,16 @@ class Store(ABC):
     def create_run(self, kind: RunKind, run: FlowRun | TaskRun) -> FlowRun | TaskRun:
         """Insert a new run (fails if the id exists). Returns it with version 1."""
 
+    def create_final_task_run(self, run: TaskRun) -> TaskRun:
+        """Store a task run that is created already in a final state. Stores may batch these
+        (see storage/outbox.py); the default writes it at once."""
+        created = self.create_run(RunKind.TASK, run)
+        assert isinstance(created, TaskRun)
+        return created
+
+    def flush(self) -> None:  # noqa: B027 - optional hook, most stores hold nothing back
+        """Write anything the store holds back (batched creates). Default: nothing held."""
+
     @abstractmethod
     def read_run(self, kind: RunKind, run_id: str) -> FlowRun | TaskRun: ...
 

@@ -18,6 +18,7 @@ transition is one UpdateItem conditioned on the version and the allowed from-sta
 
 from __future__ import annotations
 
+import atexit
 import json
 import threading
 import uuid
@@ -44,6 +45,7 @@ from stratoflow.orchestration import RunKind
 from stratoflow.settings import Settings, get_settings
 from stratoflow.states import State, StateType
 from stratoflow.storage.base import LogPage, Store
+from stratoflow.storage.outbox import TaskRunOutbox, recover
 
 STATE_SHARDS = 4
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -171,6 +173,37 @@ class DynamoDBStore(Store):
         self._writer_id = uuid.uuid4().hex[:8]
         self._seq = 0
         self._seq_lock = threading.Lock()
+        self._outbox: TaskRunOutbox | None = None
+
+    def start_outbox(self) -> None:
+        """Group commit for finished task runs (see storage/outbox.py); recovers outboxes left
+        by processes that died first."""
+        directory = self.settings.home / "outbox" / self.settings.table_prefix
+        recover(directory, self._write_task_batch)
+        self._outbox = TaskRunOutbox(self._write_task_batch, directory, fsync=self.settings.embedded_fsync,
+                                     interval=self.settings.group_commit_interval)
+        atexit.register(self._outbox.close)
+
+    def _write_task_batch(self, runs: list[TaskRun]) -> None:
+        # Unconditional puts are right here: each id is new and was never written (see outbox.py).
+        with self.models.TaskRunItem.batch_write() as batch:
+            for run in runs:
+                batch.save(self._item(RunKind.TASK, run, 1))
+
+    def create_final_task_run(self, run: TaskRun) -> TaskRun:
+        if self._outbox is None:
+            return super().create_final_task_run(run)
+        self._outbox.add(run)
+        return run.model_copy(update={"version": 1})
+
+    def flush(self) -> None:
+        if self._outbox is not None:
+            self._outbox.drain()
+
+    def close(self) -> None:
+        if self._outbox is not None:
+            self._outbox.close()
+            self._outbox = None
 
     # -- provisioning (embedded backend and `stratoflow dev`; SAM owns the tables on AWS) ---
     def ensure_resources(self) -> None:
@@ -267,6 +300,8 @@ class DynamoDBStore(Store):
         return cls.model_validate(data)
 
     def read_run(self, kind: RunKind, run_id: str) -> FlowRun | TaskRun:
+        if kind == RunKind.TASK:
+            self.flush()  # read our own batched writes
         try:
             item = self._model(kind).get(run_id, consistent_read=True)
         except DoesNotExist:
@@ -336,6 +371,7 @@ class DynamoDBStore(Store):
         return runs[:limit]
 
     def list_task_runs(self, flow_run_id: str) -> list[TaskRun]:
+        self.flush()
         m = self.models.TaskRunItem
         runs = [self._from_item(RunKind.TASK, it) for it in m.by_flow_run.query(flow_run_id)]
         return runs  # type: ignore[return-value]
@@ -428,8 +464,12 @@ def get_dynamodb_store(settings: Settings | None = None) -> DynamoDBStore:
            settings.region, settings.aws_endpoint_url)
     with _store_lock:
         if _store is None or _store_key != key:
+            if _store is not None:
+                _store.close()
             store = DynamoDBStore(settings)
             if settings.resolved_backend == "embedded":
                 store.ensure_resources()
+            if settings.resolved_task_commit == "group":
+                store.start_outbox()
             _store, _store_key = store, key
         return _store
