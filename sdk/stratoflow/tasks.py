@@ -30,7 +30,7 @@ from stratoflow.context import TaskRunContext, current_tags, flow_run_ctx, task_
 from stratoflow.exceptions import Abort, StaleRunError, TaskRunTimeout, UpstreamTaskError
 from stratoflow.futures import StratoflowFuture, StratoflowFutureList, resolve_futures
 from stratoflow.logs import print_to_log, run_logger
-from stratoflow.models import RetryPolicy, TaskRun, expiration_from
+from stratoflow.models import FlowRun, RetryPolicy, TaskRun, expiration_from
 from stratoflow.orchestration import (
     TASK_POLICY,
     OrchestrationContext,
@@ -179,6 +179,7 @@ class TaskRunRecorder:
     def _flush(self) -> None:
         if not self._unflushed:
             return
+        stored: FlowRun | TaskRun
         if self._stored_version is None and self.run.state is not None and self.run.state.is_final():
             stored = self.store.create_final_task_run(self.run)
         elif self._stored_version is None:
@@ -199,7 +200,8 @@ class TaskRunRecorder:
                 stored = current
         self._stored_version = stored.version
         self._stored_type = stored.state_type
-        self.run = stored  # type: ignore[assignment]
+        assert isinstance(stored, TaskRun)
+        self.run = stored
         self._unflushed = []
 
 
