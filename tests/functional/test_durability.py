@@ -47,8 +47,9 @@ CRASHING_FLOW = textwrap.dedent(
 BIG_PAYLOAD = bytes(range(256)) * 400
 
 
-def run_crashing_flow(home: Path, big_step: int = 0) -> None:
+def run_crashing_flow(home: Path, big_step: int = 0, extra_env: dict[str, str] | None = None) -> None:
     env = dict(os.environ)
+    env.update(extra_env or {})
     env["STRATOFLOW_HOME"] = str(home)
     env["STRATOFLOW_BACKEND"] = "embedded"
     env["STRATOFLOW_LOG_TO_CONSOLE"] = "false"
@@ -90,11 +91,28 @@ def assert_crashed_run_state(client: Any, expect_results: dict[str, Any]) -> Any
     return run
 
 
-def test_completed_tasks_survive_a_crash(stratoflow_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(
+    "commit_env",
+    [
+        pytest.param({}, id="default-group-commit"),
+        # Nothing drains before the crash: the records exist only in the dead process's outbox.
+        pytest.param({"STRATOFLOW_GROUP_COMMIT_INTERVAL": "600"}, id="undrained-outbox"),
+        pytest.param({"STRATOFLOW_TASK_COMMIT": "sync"}, id="sync-commit"),
+        pytest.param({"STRATOFLOW_TASK_STATE_FLUSH_AFTER": "0"}, id="write-every-transition"),
+    ],
+)
+def test_completed_tasks_survive_a_crash(
+    stratoflow_home: Path, monkeypatch: pytest.MonkeyPatch, commit_env: dict[str, str]
+) -> None:
     crashed_home = stratoflow_home / "crashed-process"
-    run_crashing_flow(crashed_home)
+    run_crashing_flow(crashed_home, extra_env=commit_env)
+    if "STRATOFLOW_GROUP_COMMIT_INTERVAL" in commit_env:
+        outboxes = list((crashed_home / "outbox").rglob("*.jsonl"))
+        assert outboxes and any(p.stat().st_size > 0 for p in outboxes), "expected undrained outbox records"
     client = open_home(monkeypatch, crashed_home)
     assert_crashed_run_state(client, {"step-0": 10, "step-1": 20, "step-2": 30})
+    assert not [p for p in (crashed_home / "outbox").rglob("*.jsonl") if p.stat().st_size > 0 and
+                str(os.getpid()) not in p.name], "the dead process's outbox should be recovered and removed"
 
 
 def test_result_stored_in_s3_survives_a_crash(stratoflow_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
