@@ -43,6 +43,15 @@ class StratoflowClient:
         return self.store.list_flow_runs(flow_name=flow_name, deployment_id=deployment_id, state_types=types,
                                          scheduled_before=scheduled_before, limit=limit)
 
+    def read_flow_run_parameters(self, flow_run_id: str) -> dict[str, object]:
+        """The run's parameters, loaded from S3 when they were too large for the run item."""
+        import json
+
+        run = self.read_flow_run(flow_run_id)
+        if run.parameters_ref:
+            return dict(json.loads(self.store.get_blob(run.parameters_ref)))
+        return run.parameters
+
     def read_flow_run_states(self, flow_run_id: str) -> list[State]:
         return self.read_flow_run(flow_run_id).state_history
 

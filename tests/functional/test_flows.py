@@ -294,6 +294,9 @@ def test_large_parameters_are_stored_by_reference(only_flow_run: Any) -> None:
     run = only_flow_run("big-params")
     assert run.parameters_ref is not None and run.parameters_ref.startswith("s3://")
     assert run.parameters == {}
+    from stratoflow import get_client
+
+    assert get_client().read_flow_run_parameters(run.id) == {"text": big}
 
 
 class Point(BaseModel):
