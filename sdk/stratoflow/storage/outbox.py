@@ -94,6 +94,9 @@ class TaskRunOutbox:
                 self.drain()
 
     def close(self) -> None:
+        """Drain and release the file. Idempotent (a replaced store and atexit both call it)."""
+        if self._closed:
+            return
         with contextlib.suppress(Exception):
             self.drain()
         self._closed = True
