@@ -33,6 +33,11 @@ from stratoflow.cli import _colour, _duration, _run_duration, table  # noqa: E40
 def main() -> int:
     started = time.perf_counter()
     print("Stratoflow demo: embedded local cloud (moto, in-process), journal at", HOME / "embedded")
+    from stratoflow.storage import get_store
+
+    t0 = time.perf_counter()
+    get_store()  # imports moto and creates the tables and bucket on first use
+    print(f"  local cloud up in {time.perf_counter() - t0:.2f}s (tables and bucket created)")
     runs = []
     for label, fn in (("etl", etl), ("global-report", global_report), ("quarter-hour-report", quarter_hour_report)):
         t0 = time.perf_counter()
