@@ -31,6 +31,10 @@ def client(service: str, settings: Settings) -> Any:
     cloud = embedded_cloud(settings)
     key = (service, settings.region, settings.aws_endpoint_url, str(id(cloud)))
     with _lock:
+        # Clients attached to an embedded cloud that was replaced (tests switch homes) are dead
+        # weight holding that cloud's objects: drop them.
+        for stale in [k for k in _clients if k[3] != key[3]]:
+            del _clients[stale]
         existing = _clients.get(key)
         if existing is not None:
             return existing

@@ -480,7 +480,6 @@ def run_task(
         logger.warning("Could not compute a cache key (%s: %s); the task runs without caching",
                        type(exc).__name__, exc)
         cache_key = None
-    cache_expiration = expiration_from(task.cache_expiration)
     persist = task.persist_result if task.persist_result is not None else (
         settings.persist_results or cache_key is not None)
 
@@ -502,8 +501,14 @@ def run_task(
             continue
 
         task_ctx.task_run = recorder.run
-        attempt_state = _execute(task, resolved, task_ctx, store, settings, persist, cache_key,
-                                 cache_expiration, logger, flow_ctx)
+        try:
+            attempt_state = _execute(task, resolved, task_ctx, store, settings, persist, cache_key, logger, flow_ctx)
+        except BaseException as exc:  # KeyboardInterrupt, SystemExit: record it, then let it go on
+            crashed = Crashed(message=f"Execution was interrupted: {type(exc).__name__}")
+            recorder.propose(crashed)
+            recorder.flush()
+            logger.error("Crashed: execution was interrupted by %s", type(exc).__name__)
+            raise
         response = recorder.propose(attempt_state)
         outcome = response.state or attempt_state
         if outcome.type == StateType.SCHEDULED:  # AwaitingRetry: wait for its time, then retry
@@ -534,7 +539,6 @@ def _execute(
     settings: Any,
     persist: bool,
     cache_key: str | None,
-    cache_expiration: Any,
     logger: Any,
     flow_ctx: FlowRunContext | None,
 ) -> State:
@@ -553,14 +557,12 @@ def _execute(
         logger.error("Task run failed with exception: %s: %s", type(exc).__name__, exc, exc_info=True)
         state = Failed(message=f"Task run encountered an exception {type(exc).__name__}: {exc}")
         return _failed(task, task_ctx, state, exc, store, settings, logger)
-    except BaseException as exc:  # KeyboardInterrupt, SystemExit: the process is going away
-        state = Crashed(message=f"Execution was interrupted: {type(exc).__name__}")
-        raise
     finally:
         print_to_log.reset(print_token)
         task_run_ctx.reset(token)
 
-    state = Completed(cache_key=cache_key, cache_expiration=cache_expiration)
+    # The cache entry's lifetime counts from completion, when the entry is written.
+    state = Completed(cache_key=cache_key, cache_expiration=expiration_from(task.cache_expiration))
     if persist:
         try:
             state.result_ref = _results.persist_value(

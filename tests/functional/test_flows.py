@@ -48,6 +48,7 @@ def test_flow_call_returns_result_and_stores_completed_run(client: Any, only_flo
     # The by-state index follows the final state.
     assert [r.id for r in client.read_flow_runs(state_types=["COMPLETED"])] == [run.id]
     assert client.read_flow_runs(state_types=[StateType.RUNNING]) == []
+    assert [r.id for r in client.read_flow_runs()] == [run.id]
 
 
 def test_return_state_gives_the_final_completed_state(only_flow_run: Any) -> None:
@@ -229,6 +230,12 @@ def test_parameters_are_coerced_and_stored(only_flow_run: Any) -> None:
     run = only_flow_run("coerce")
     assert run.parameters == {"x": 3}
 
+    # validate_parameters=False passes values through untouched.
+    unchecked = coerce.with_options(name="coerce-unchecked", validate_parameters=False)
+    assert unchecked("3") == "33"  # type: ignore[arg-type]
+    assert seen[-1] == "3"
+    assert only_flow_run("coerce-unchecked").parameters == {"x": "3"}
+
 
 def test_invalid_parameter_raises_naming_field_and_creates_no_run(client: Any) -> None:
     calls: list[Any] = []
@@ -408,6 +415,7 @@ def test_on_completion_hook_fires_with_flow_run_and_state(only_flow_run: Any) ->
     assert fl.name == "hooked-ok"
     run = only_flow_run("hooked-ok")
     assert isinstance(fr, FlowRun) and fr.id == run.id
+    assert fr.state is not None and fr.state.id == run.state.id  # the hook sees the final record
     assert st.is_completed() and st.id == run.state.id
 
 

@@ -33,7 +33,10 @@ def current_flow_run_id() -> str:
 
 
 def run_in_flow(body: Any, name: str = "harness", **flow_options: Any) -> tuple[Any, str]:
-    """Run ``body()`` inside a flow; return (the flow's final state, the flow run id)."""
+    """Run ``body()`` inside a flow; return (the flow's final state, the flow run id).
+
+    Like any flow, one that returns a State, or a list of states/futures, takes its final state
+    from them; bodies that want states back wrap them in a dict."""
     ids: list[str] = []
 
     @flow(name=name, **flow_options)
@@ -86,8 +89,11 @@ def test_task_outside_a_flow_runs_and_is_stored(client: Any) -> None:
     assert square(7) == 49
     state = square(3, return_state=True)
     assert state.is_completed() and state.result() == 9
+    future = square.submit(4)  # no flow: a process-wide pool runs it
+    assert future.result() == 16
+    assert future.task_run_id == ids[2]
 
-    for run_id, value in zip(ids, (49, 9), strict=True):
+    for run_id, value in zip(ids, (49, 9, 16), strict=True):
         run = client.read_task_run(run_id)
         assert run.flow_run_id is None
         assert run.state.type == StateType.COMPLETED
@@ -340,6 +346,34 @@ def test_timeout_stops_submitted_task_in_worker_thread(client: Any) -> None:
     assert state.name == "TimedOut"
     run = client.read_task_run(ids[0])
     assert run.state.name == "TimedOut" and run.state.type == StateType.FAILED
+
+
+def test_nested_task_and_flow_timeouts_in_main_thread(client: Any, only_flow_run: Any) -> None:
+    """A task timeout inside a flow timeout: the task stops at its own deadline, then the flow
+    (which goes on sleeping) stops at the flow's."""
+    ids: list[str] = []
+    marks: dict[str, float] = {}
+
+    @task(timeout_seconds=0.2)
+    def inner() -> None:
+        ids.append(current_task_run_id())
+        time.sleep(3)
+
+    @flow(name="nested-timeouts", timeout_seconds=0.8)
+    def outer() -> None:
+        marks["start"] = time.monotonic()
+        state = inner(return_state=True)
+        marks["task_done"] = time.monotonic()
+        assert state.name == "TimedOut"
+        time.sleep(5)
+
+    state = outer(return_state=True)
+    marks["flow_done"] = time.monotonic()
+    assert state.name == "TimedOut"
+    assert marks["task_done"] - marks["start"] < 0.7
+    assert marks["flow_done"] - marks["start"] < 2.5
+    assert client.read_task_run(ids[0]).state.name == "TimedOut"
+    assert only_flow_run("nested-timeouts").state.name == "TimedOut"
 
 
 def test_timeout_interrupts_a_single_blocking_sleep_in_main_thread(client: Any) -> None:
@@ -897,3 +931,36 @@ def test_logs_come_back_in_order_and_paginate(client: Any) -> None:
     flat = [m for p in pages for m in p]
     assert flat == [log.message for log in all_logs]
     assert [m for m in flat if m.startswith("line ")] == expected
+
+
+# -- interruption -----------------------------------------------------------------------------------
+def test_keyboard_interrupt_in_task_records_the_task_run_as_crashed(client: Any) -> None:
+    """Ctrl-C inside a task: the interrupt propagates and the flow run is Crashed; the task run
+    must not be left Running (or unrecorded) but be recorded Crashed as well."""
+    ids: list[str] = []
+    flow_ids: list[str] = []
+
+    @task
+    def interrupted_task() -> None:
+        ids.append(current_task_run_id())
+        raise KeyboardInterrupt
+
+    @flow(name="ctrl-c")
+    def ctrl_c() -> None:
+        flow_ids.append(current_flow_run_id())
+        interrupted_task()
+
+    with pytest.raises(KeyboardInterrupt):
+        ctrl_c()
+    assert client.read_flow_run(flow_ids[0]).state.type == StateType.CRASHED
+    runs = client.read_task_runs(flow_ids[0])
+    assert [r.id for r in runs] == ids
+    assert runs[0].state.type == StateType.CRASHED
+    assert "KeyboardInterrupt" in (runs[0].state.message or "")
+
+
+def test_get_run_logger_outside_a_run_raises() -> None:
+    from stratoflow.exceptions import StratoflowError
+
+    with pytest.raises(StratoflowError, match="outside of a flow run or task run"):
+        get_run_logger()

@@ -182,7 +182,6 @@ class DynamoDBStore(Store):
         recover(directory, self._write_task_batch)
         self._outbox = TaskRunOutbox(self._write_task_batch, directory, fsync=self.settings.embedded_fsync,
                                      interval=self.settings.group_commit_interval)
-        atexit.register(self._outbox.close)
 
     def _write_task_batch(self, runs: list[TaskRun]) -> None:
         # Unconditional puts are right here: each id is new and was never written (see outbox.py).
@@ -453,6 +452,13 @@ def _conditional_failure(exc: Exception) -> bool:
 
 _store: DynamoDBStore | None = None
 _store_lock = threading.Lock()
+
+
+@atexit.register
+def _close_store() -> None:
+    """Drain the outbox of the process's store on a normal exit."""
+    if _store is not None:
+        _store.close()
 _store_key: tuple[Any, ...] | None = None
 
 
