@@ -1,0 +1,325 @@
+"""The control-plane API: one Powertools ``APIGatewayHttpResolver`` behind an HTTP API (payload 2.0).
+
+Routes parse (Powertools validates bodies, paths and queries from the pydantic models in
+``stratoflow.api.schemas`` and generates the OpenAPI schema from them), call the package
+(``stratoflow.api.operations`` over the ``Store``) and return. Every error body is
+``{"error": "<one line>", ...}``:
+
+=====  =====================================================================================
+400    malformed JSON, a body that is not UTF-8/base64
+404    unknown flow run / task run id, unknown route
+409    the orchestration rules refused the transition (ABORT): the rule and its reason
+413    request body over 1 MiB
+415    a body that is not ``application/json``
+422    wrong types or missing fields, naming the field
+500    anything unexpected (logged with the Powertools Logger; the body stays generic)
+=====  =====================================================================================
+
+Importing this module does nothing but define functions: Powertools, pydantic models, the
+store (boto3/PynamoDB) and moto are imported when the app is first built or a route first runs.
+"""
+
+import json
+import threading
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.event_handler import APIGatewayHttpResolver
+
+SERVICE = "stratoflow-api"
+METRICS_NAMESPACE = "Stratoflow"
+# Lambda's synchronous response limit is 6 MB; leave room for headers and the envelope.
+MAX_RESPONSE_BYTES = 6 * 1024 * 1024 - 64 * 1024
+# Routes whose JSON body is an array; every other body must be an object.
+_ARRAY_BODIES = frozenset({("POST", "/logs")})
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+
+_app: "APIGatewayHttpResolver | None" = None
+_app_lock = threading.Lock()
+
+
+def get_app() -> "APIGatewayHttpResolver":
+    """The process's app, built on first use (the Lambda handler calls this per request)."""
+    global _app
+    if _app is None:
+        with _app_lock:
+            if _app is None:
+                _app = build_app()
+    return _app
+
+
+def _json_response(status: int, body: dict[str, Any]) -> dict[str, Any]:
+    """An HTTP API (payload 2.0) response, for requests refused before routing."""
+    return {"statusCode": status, "headers": {"Content-Type": "application/json"},
+            "body": json.dumps(body, separators=(",", ":")), "isBase64Encoded": False}
+
+
+def _precheck(event: Any) -> dict[str, Any] | None:
+    """Refuse oversized and non-JSON bodies before anything parses them."""
+    from stratoflow.api.errors import error_body
+    from stratoflow.api.schemas import MAX_BODY_BYTES
+
+    body = event.get("body") if isinstance(event, dict) else None
+    if not body:
+        return None
+    size = len(body) * 3 // 4 - body[-2:].count("=") if event.get("isBase64Encoded") else len(
+        body.encode("utf-8", "surrogatepass"))
+    if size > MAX_BODY_BYTES:
+        return _json_response(413, error_body(
+            f"request body is {size} bytes; the limit is {MAX_BODY_BYTES} (1 MiB)", limit=MAX_BODY_BYTES))
+    method = str(((event.get("requestContext") or {}).get("http") or {}).get("method", "")).upper()
+    headers = {str(k).lower(): v for k, v in (event.get("headers") or {}).items()}
+    content_type = str(headers.get("content-type", "")).strip().lower()
+    if method in _BODY_METHODS and content_type and not content_type.startswith("application/json"):
+        return _json_response(415, error_body(f"content-type {content_type!r} is not supported; send application/json"))
+    return None
+
+
+def build_app() -> "APIGatewayHttpResolver":
+    """A new resolver with every route, error handler and the OpenAPI/Swagger routes."""
+    import binascii
+    from typing import Annotated
+
+    from aws_lambda_powertools import Logger, Metrics
+    from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response, content_types
+    from aws_lambda_powertools.event_handler.exceptions import NotFoundError, ServiceError
+    from aws_lambda_powertools.event_handler.openapi.exceptions import (
+        RequestUnsupportedContentType,
+        RequestValidationError,
+    )
+    from aws_lambda_powertools.event_handler.openapi.params import Body, Path, Query
+    from aws_lambda_powertools.metrics import MetricUnit
+
+    from stratoflow import __version__
+    from stratoflow.api import operations as ops
+    from stratoflow.api.errors import (
+        ApiError,
+        BadRequest,
+        Unprocessable,
+        describe_validation_errors,
+        error_body,
+    )
+    from stratoflow.api.schemas import (
+        MAX_LOGS_PER_REQUEST,
+        ErrorOut,
+        FlowRunCreate,
+        FlowRunFilter,
+        Health,
+        LogIn,
+        LogPageOut,
+        LogsWritten,
+        SetStateIn,
+        SetStateOut,
+    )
+    from stratoflow.exceptions import ObjectNotFound, TransitionRefused
+    from stratoflow.models import FlowRun, TaskRun
+    from stratoflow.orchestration import RunKind
+    from stratoflow.settings import get_settings
+    from stratoflow.states import State, StateType
+    from stratoflow.storage import get_store
+
+    logger = Logger(service=SERVICE)
+    # Metrics instances share one metric set: the handler's instance publishes what routes add here.
+    metrics = Metrics(namespace=METRICS_NAMESPACE, service=SERVICE)
+    JSON = content_types.APPLICATION_JSON
+
+    def decode_json(body: str) -> Any:
+        def no_constants(name: str) -> Any:
+            raise BadRequest(f"malformed JSON body: {name} is not a JSON value")
+
+        try:
+            value = json.loads(body, parse_constant=no_constants)
+        except json.JSONDecodeError as exc:
+            raise BadRequest(f"malformed JSON body: {exc.msg} (line {exc.lineno}, column {exc.colno})") from None
+        except RecursionError:
+            raise BadRequest("malformed JSON body: nested too deeply") from None
+        route = app.context.get("_route")
+        expects_array = route is not None and (route.method, route.path) in _ARRAY_BODIES
+        if isinstance(value, list) and not expects_array:
+            raise Unprocessable("body: must be a JSON object, not an array")
+        return value
+
+    class Resolver(APIGatewayHttpResolver):
+        def resolve(self, event: Any, context: Any) -> dict[str, Any]:
+            early = _precheck(event)
+            if early is not None:
+                return early
+            response = super().resolve(event, context)
+            body = response.get("body")
+            if isinstance(body, str) and len(body) > MAX_RESPONSE_BYTES:
+                logger.error("response too large", extra={"bytes": len(body), "path": event.get("rawPath")})
+                return _json_response(500, error_body(
+                    f"the response would be {len(body)} bytes, over Lambda's 6 MB limit; ask for fewer items"))
+            return response
+
+    app = Resolver(enable_validation=True, json_body_deserializer=decode_json)
+    app.configure_openapi(
+        title="Stratoflow API", version=__version__,
+        description="Control plane of Stratoflow: flow runs, task runs, state transitions and logs. "
+                    "Every error body is {\"error\": \"<one line>\", ...}.",
+    )
+
+    def responses(ok: int, model: Any, description: str, *errors: int) -> dict[int, Any]:
+        texts = {400: "malformed JSON", 404: "unknown id", 409: "transition refused (ABORT)",
+                 413: "body over 1 MiB", 415: "body is not application/json", 422: "invalid field (named)",
+                 500: "internal error (logged)"}
+        out: dict[int, Any] = {ok: {"description": description, "content": {JSON: {"model": model}}}}
+        for code in (*errors, 422, 500):
+            out[code] = {"description": texts[code], "content": {JSON: {"model": ErrorOut}}}
+        return out
+
+    def count(name: str, value: float = 1) -> None:
+        metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
+
+    # -- errors ---------------------------------------------------------------------------------
+    def error(status: int, body: dict[str, Any]) -> Response[Any]:
+        return Response(status_code=status, content_type=JSON, body=body)
+
+    @app.exception_handler(ApiError)
+    def on_api_error(exc: ApiError) -> Response[Any]:
+        return error(exc.status_code, exc.body())
+
+    @app.exception_handler(ObjectNotFound)
+    def on_not_found(exc: ObjectNotFound) -> Response[Any]:
+        return error(404, error_body(str(exc), kind=exc.kind, id=exc.key))
+
+    @app.exception_handler(TransitionRefused)
+    def on_refused(exc: TransitionRefused) -> Response[Any]:
+        result = exc.result
+        count("TransitionsAborted")
+        return error(409, error_body(
+            f"{result.rule}: {result.reason}", status=result.status.value, rule=result.rule, reason=result.reason,
+            state=result.state.model_dump(mode="json") if result.state is not None else None))
+
+    @app.exception_handler(RequestValidationError)
+    def on_invalid(exc: RequestValidationError) -> Response[Any]:
+        errors = list(exc.errors())
+        if any(tuple(e.get("loc", ()))[:1] == ("response",) for e in errors):
+            # Powertools reports a response that fails its own schema this way: our bug, not the caller's.
+            logger.error("response failed validation", extra={"errors": str(errors)[:2000]})
+            return error(500, error_body("internal error: the response did not match its schema"))
+        if any(e.get("type") == "json_invalid" for e in errors):
+            return error(400, error_body("malformed JSON body"))
+        line, details = describe_validation_errors(errors)
+        return error(422, error_body(line, errors=details))
+
+    @app.exception_handler(RequestUnsupportedContentType)
+    def on_content_type(exc: RequestUnsupportedContentType) -> Response[Any]:
+        return error(415, error_body("unsupported content type; send application/json"))
+
+    @app.exception_handler([UnicodeDecodeError, binascii.Error])
+    def on_undecodable(exc: Exception) -> Response[Any]:
+        return error(400, error_body("request body is not valid base64/UTF-8"))
+
+    @app.not_found
+    def on_no_route(exc: NotFoundError) -> Response[Any]:
+        event = app.current_event
+        return error(404, error_body(f"no route for {event.http_method} {event.path}"))
+
+    @app.exception_handler(ServiceError)
+    def on_service_error(exc: ServiceError) -> Response[Any]:
+        return error(exc.status_code, error_body(str(exc.msg)))
+
+    @app.exception_handler(Exception)
+    def on_unexpected(exc: Exception) -> Response[Any]:
+        logger.exception("unhandled error in %s %s", app.current_event.http_method, app.current_event.path)
+        request_id = getattr(app.lambda_context, "aws_request_id", None)
+        return error(500, error_body("internal error", request_id=request_id))
+
+    # -- meta -----------------------------------------------------------------------------------
+    @app.get("/health", tags=["meta"], summary="Liveness check (does not touch the store)")
+    def health() -> Health:
+        return Health(version=__version__)
+
+    schema_cache: list[str] = []
+
+    @app.get("/openapi.json", include_in_schema=False)
+    def openapi_json():  # no return annotation: the schema string is returned as is, unvalidated
+        if not schema_cache:
+            schema_cache.append(app.get_openapi_json_schema())
+        return Response(status_code=200, content_type=JSON, body=schema_cache[0])
+
+    app.enable_swagger(path="/docs", compress=True)
+
+    # -- flow runs ------------------------------------------------------------------------------
+    FlowRunId = Annotated[str, Path(description="flow run id", min_length=1, max_length=256)]
+    TaskRunId = Annotated[str, Path(description="task run id", min_length=1, max_length=256)]
+
+    @app.post("/flow_runs", tags=["flow runs"], status_code=201,
+              summary="Create a flow run (Scheduled for now unless `state` says otherwise)",
+              responses={**responses(201, FlowRun, "created", 400, 409, 413, 415),
+                         200: {"description": "an earlier create with the same idempotency key made this run",
+                               "content": {JSON: {"model": FlowRun}}}})
+    def create_flow_run(body: FlowRunCreate) -> Response[FlowRun]:
+        run, created = ops.create_flow_run(get_store(), get_settings(), body)
+        if created:
+            count("FlowRunsCreated")
+        return Response(status_code=201 if created else 200, content_type=JSON, body=run)
+
+    @app.get("/flow_runs/<flow_run_id>", tags=["flow runs"], summary="Read a flow run",
+             responses=responses(200, FlowRun, "the flow run", 404))
+    def read_flow_run(flow_run_id: FlowRunId) -> FlowRun:
+        return ops.read_flow_run(get_store(), flow_run_id)
+
+    @app.post("/flow_runs/filter", tags=["flow runs"], summary="Flow runs, newest first",
+              responses=responses(200, list[FlowRun], "matching flow runs", 400, 413, 415))
+    def filter_flow_runs(body: Annotated[FlowRunFilter | None, Body()] = None) -> list[FlowRun]:
+        body = body or FlowRunFilter()
+        types = [StateType(t) for t in body.state_types] if body.state_types else None
+        return get_store().list_flow_runs(flow_name=body.flow_name, deployment_id=body.deployment_id,
+                                          state_types=types, limit=body.limit)
+
+    @app.get("/flow_runs/<flow_run_id>/states", tags=["flow runs"], summary="State history, oldest first",
+             responses=responses(200, list[State], "the states", 404))
+    def read_flow_run_states(flow_run_id: FlowRunId) -> list[State]:
+        return ops.read_flow_run(get_store(), flow_run_id).state_history
+
+    @app.post("/flow_runs/<flow_run_id>/set_state", tags=["flow runs"],
+              summary="Propose a state; the orchestration rules decide",
+              responses=responses(200, SetStateOut, "ACCEPT, REJECT (with the state adopted) or WAIT",
+                                  400, 404, 409, 413, 415))
+    def set_flow_run_state(flow_run_id: FlowRunId, body: SetStateIn) -> SetStateOut:
+        result = ops.set_state(get_store(), RunKind.FLOW, flow_run_id, body)
+        return SetStateOut.from_result(result)
+
+    @app.get("/flow_runs/<flow_run_id>/task_runs", tags=["task runs"], summary="Task runs of a flow run",
+             responses=responses(200, list[TaskRun], "task runs in start order", 404))
+    def read_task_runs(flow_run_id: FlowRunId) -> list[TaskRun]:
+        return ops.read_task_runs(get_store(), flow_run_id)
+
+    # -- task runs ------------------------------------------------------------------------------
+    @app.get("/task_runs/<task_run_id>", tags=["task runs"], summary="Read a task run",
+             responses=responses(200, TaskRun, "the task run", 404))
+    def read_task_run(task_run_id: TaskRunId) -> TaskRun:
+        return ops.read_task_run(get_store(), task_run_id)
+
+    @app.post("/task_runs/<task_run_id>/set_state", tags=["task runs"],
+              summary="Propose a state; the orchestration rules decide",
+              responses=responses(200, SetStateOut, "ACCEPT, REJECT (with the state adopted) or WAIT",
+                                  400, 404, 409, 413, 415))
+    def set_task_run_state(task_run_id: TaskRunId, body: SetStateIn) -> SetStateOut:
+        result = ops.set_state(get_store(), RunKind.TASK, task_run_id, body)
+        return SetStateOut.from_result(result)
+
+    # -- logs -----------------------------------------------------------------------------------
+    @app.post("/logs", tags=["logs"], status_code=201, summary="Write a batch of up to 1000 log lines",
+              responses=responses(201, LogsWritten, "written", 400, 404, 413, 415))
+    def write_logs(body: Annotated[list[LogIn], Body(max_length=MAX_LOGS_PER_REQUEST)]) -> Response[LogsWritten]:
+        written = ops.write_logs(get_store(), body)
+        count("LogLinesWritten", written)
+        return Response(status_code=201, content_type=JSON, body=LogsWritten(written=written))
+
+    @app.get("/flow_runs/<flow_run_id>/logs", tags=["logs"], summary="Logs of a flow run in emitted order",
+             responses=responses(200, LogPageOut, "a page of logs", 404))
+    def read_logs(
+        flow_run_id: FlowRunId,
+        cursor: Annotated[str | None, Query(description="next_cursor of the previous page", max_length=2048)] = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+        min_level: Annotated[int, Query(ge=0, le=100, description="only logs at this level or above")] = 0,
+        task_run_id: Annotated[str | None, Query(description="only logs of this task run", max_length=256)] = None,
+    ) -> LogPageOut:
+        logs, next_cursor = ops.read_logs(get_store(), flow_run_id, cursor=cursor, limit=limit, min_level=min_level,
+                                          task_run_id=task_run_id or None)
+        return LogPageOut(logs=logs, next_cursor=next_cursor)
+
+    return app

@@ -1,0 +1,76 @@
+"""Errors the API answers with, and the one body shape they share: ``{"error": "<one line>", ...}``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+
+class ApiError(Exception):
+    """An error with an HTTP status; ``extra`` goes into the body beside ``error``."""
+
+    status_code = 400
+
+    def __init__(self, message: str, *, status_code: int | None = None, **extra: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        if status_code is not None:
+            self.status_code = status_code
+        self.extra = extra
+
+    def body(self) -> dict[str, Any]:
+        return error_body(self.message, **self.extra)
+
+
+class BadRequest(ApiError):
+    status_code = 400
+
+
+class NotFound(ApiError):
+    status_code = 404
+
+
+class Conflict(ApiError):
+    status_code = 409
+
+
+class PayloadTooLarge(ApiError):
+    status_code = 413
+
+
+class UnsupportedMediaType(ApiError):
+    status_code = 415
+
+
+class Unprocessable(ApiError):
+    status_code = 422
+
+
+def error_body(message: str, **extra: Any) -> dict[str, Any]:
+    # One line, always: callers show it as is.
+    return {"error": " ".join(message.split()), **extra}
+
+
+def _loc(loc: Iterable[Any]) -> str:
+    parts = [str(p) for p in loc]
+    return ".".join(parts) if parts else "request"
+
+
+def describe_validation_errors(errors: Sequence[Mapping[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
+    """One line naming the first offending field (and how many more), plus a sanitized list.
+
+    The list keeps location, message and type; the offending input is left out (it may be large
+    or sensitive), as Powertools does.
+    """
+    details = [{"loc": _loc(e.get("loc", ())), "msg": str(e.get("msg", "invalid value")), "type": e.get("type")}
+               for e in errors]
+    if not details:
+        return "invalid request", details
+    first = details[0]
+    if first["type"] == "missing" and first["loc"] == "body":
+        line = "body: a JSON body is required"
+    else:
+        line = f"{first['loc']}: {first['msg']}"
+    if len(details) > 1:
+        line += f" (and {len(details) - 1} more)"
+    return line, details

@@ -1,0 +1,149 @@
+"""Request and response bodies of the control-plane API.
+
+Pure pydantic: the handler validates requests against these models and Powertools generates the
+OpenAPI schema from them. Responses reuse the domain records (``FlowRun``, ``TaskRun``, ``State``,
+``Log``) so the API returns exactly what the store keeps.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+
+from stratoflow.models import Log
+from stratoflow.orchestration import OrchestrationResult, ResponseStatus
+from stratoflow.states import State, StateDetails, StateType, now
+
+# Limits. API Gateway accepts up to 10 MB and Lambda 6 MB; the API keeps requests far below both.
+MAX_BODY_BYTES = 1024 * 1024
+MAX_LOG_MESSAGE_BYTES = 64 * 1024
+MAX_LOGS_PER_REQUEST = 1000
+MAX_NAME_LENGTH = 256
+MAX_STATE_MESSAGE_LENGTH = 16 * 1024
+
+_LEVEL_NAMES = {"CRITICAL": 50, "FATAL": 50, "ERROR": 40, "WARNING": 30, "WARN": 30, "INFO": 20, "DEBUG": 10,
+                "NOTSET": 0}
+
+
+def _level(value: Any) -> Any:
+    """Accept a level as a number or as a logging level name ("INFO")."""
+    if isinstance(value, str) and value.strip().upper() in _LEVEL_NAMES:
+        return _LEVEL_NAMES[value.strip().upper()]
+    return value
+
+
+LogLevel = Annotated[int, BeforeValidator(_level),
+                     Field(ge=0, le=100, description="10 DEBUG ... 50 CRITICAL, or a level name")]
+Name = Annotated[str, Field(min_length=1, max_length=MAX_NAME_LENGTH)]
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    """Timestamps without a zone are taken as UTC (not the server's local time)."""
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class StateIn(_Body):
+    """A proposed state. The server sets its id and timestamp; a SCHEDULED state without a
+    ``scheduled_time`` is scheduled for now. Pass ``state_details.transition_id`` to make a retried
+    request safe: a transition already recorded is answered with the current state."""
+
+    type: StateType
+    name: str | None = Field(default=None, max_length=64)
+    message: str | None = Field(default=None, max_length=MAX_STATE_MESSAGE_LENGTH)
+    state_details: StateDetails = Field(default_factory=StateDetails)
+
+    def to_state(self) -> State:
+        details = self.state_details.model_copy()
+        for attr in ("scheduled_time", "cache_expiration", "pause_timeout"):
+            setattr(details, attr, _utc(getattr(details, attr)))
+        if self.type == StateType.SCHEDULED and details.scheduled_time is None:
+            details.scheduled_time = now()
+        return State(type=self.type, name=self.name or "", message=self.message, state_details=details)
+
+
+class SetStateIn(_Body):
+    state: StateIn
+    force: bool = Field(default=False, description="skip the orchestration rules (administrative override)")
+
+
+class SetStateOut(BaseModel):
+    status: ResponseStatus
+    state: State | None = Field(description="the state the run is in afterwards")
+    reason: str | None = None
+    rule: str | None = None
+    delay_seconds: float | None = None
+
+    @classmethod
+    def from_result(cls, result: OrchestrationResult) -> SetStateOut:
+        return cls(status=result.status, state=result.state, reason=result.reason, rule=result.rule,
+                   delay_seconds=result.delay_seconds)
+
+
+class FlowRunCreate(_Body):
+    flow_name: Name
+    name: Name | None = Field(default=None, description="the run's name; generated when omitted")
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    tags: list[Name] = Field(default_factory=list, max_length=100)
+    state: StateIn | None = Field(default=None, description="initial state; default Scheduled for now")
+    idempotency_key: Name | None = Field(
+        default=None, description="a second create with the same flow name and key returns the first run")
+
+
+class FlowRunFilter(_Body):
+    flow_name: Name | None = None
+    deployment_id: Name | None = None
+    state_types: list[StateType] | None = Field(default=None, max_length=len(StateType))
+    limit: int = Field(default=200, ge=1, le=1000)
+
+
+class LogIn(_Body):
+    flow_run_id: Name
+    task_run_id: Name | None = None
+    name: Name = "stratoflow"
+    level: LogLevel = 20
+    message: str
+    timestamp: datetime | None = Field(default=None, description="when it was emitted; default now (UTC)")
+
+    @field_validator("message")
+    @classmethod
+    def _message_size(cls, value: str) -> str:
+        size = len(value.encode("utf-8", "surrogatepass"))
+        if size > MAX_LOG_MESSAGE_BYTES:
+            raise ValueError(f"message is {size} bytes; the limit is {MAX_LOG_MESSAGE_BYTES} (64 KiB)")
+        return value
+
+    def to_log(self) -> Log:
+        return Log(flow_run_id=self.flow_run_id, task_run_id=self.task_run_id, name=self.name, level=self.level,
+                   message=self.message, timestamp=_utc(self.timestamp) or now())
+
+
+class LogsWritten(BaseModel):
+    written: int
+
+
+class LogPageOut(BaseModel):
+    logs: list[Log]
+    next_cursor: str | None = Field(
+        description="pass back as `cursor` for the logs after this page (also to follow a running flow); "
+                    "null when the run has no logs yet. An empty page means nothing more has been written yet.")
+
+
+class Health(BaseModel):
+    status: str = "ok"
+    version: str
+
+
+class ErrorOut(BaseModel):
+    """Every error response: one line in ``error``, sometimes with details beside it."""
+
+    model_config = ConfigDict(extra="allow")
+
+    error: str
