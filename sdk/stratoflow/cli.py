@@ -181,6 +181,50 @@ def _parse_level(level: str | None) -> int:
     raise StratoflowError(f"--level must be one of {', '.join(_LEVELS.values())}, not {level!r}")
 
 
+def cmd_dev(args: argparse.Namespace) -> int:
+    """Run the local cloud over HTTP until Ctrl-C or SIGTERM (see stratoflow/local/devstack.py)."""
+    import gc
+    import shlex
+    import signal
+    import threading
+
+    from stratoflow.local.devstack import DevStack
+
+    stop = threading.Event()
+
+    def request_stop(signum: int, frame: Any) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    stack = DevStack(port=args.port, moto_port=args.moto_port, handler=args.handler,
+                     function_timeout=args.timeout)
+    try:
+        started = time.perf_counter()
+        stack.start()
+        urls = stack.urls
+        print(f"Stratoflow dev stack (up in {time.perf_counter() - started:.1f}s)")
+        print(f"  API  {urls.api}  <- {stack.handler_spec}")
+        print(f"  AWS  {urls.moto}  (moto: tables {stack.table_prefix}-*, bucket {stack.bucket})")
+        print("\nPoint the SDK and the CLI in another shell at it:")
+        for name, value in stack.env().items():
+            print(f"  export {name}={shlex.quote(value)}")
+        print("\nCtrl-C stops it.")
+        print("ready", flush=True)
+        while not stop.wait(1.0):  # a signal wakes it at once on POSIX (within the second on Windows)
+            pass
+    finally:
+        try:
+            stack.stop()  # bounded (every join has a timeout); a repeated signal does not cut it short
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            # The process ends next: spare it a last collection over moto's and botocore's many
+            # objects (about half a second).
+            gc.freeze()
+    print("stopped", flush=True)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="stratoflow", description="Stratoflow: serverless workflow orchestration")
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
@@ -204,6 +248,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--level", help="minimum level (DEBUG, INFO, WARNING, ERROR)")
     p.add_argument("--interval", type=float, default=1.0, help=argparse.SUPPRESS)
     p.set_defaults(fn=cmd_flow_run_logs)
+
+    p = sub.add_parser("dev", help="run the local cloud over HTTP: moto server, provisioned resources, the API")
+    p.add_argument("--port", type=int, default=4200, help="port of the API (default 4200; 0 picks a free one)")
+    p.add_argument("--moto-port", type=int, default=0, help="port of the moto server (default 0: a free one)")
+    p.add_argument("--handler", metavar="PATH:ATTR",
+                   help="the API's Lambda handler (default <repo>/functions/api/app.py:lambda_handler)")
+    p.add_argument("--timeout", type=float, default=30.0, help="the function's timeout in seconds (default 30)")
+    p.set_defaults(fn=cmd_dev)
 
     tr = sub.add_parser("task-run", help="inspect task runs").add_subparsers(dest="action", required=True)
     p = tr.add_parser("ls", help="list the task runs of a flow run")

@@ -1,0 +1,749 @@
+"""``stratoflow dev``: the local cloud over real HTTP, on one machine, without Docker.
+
+``DevStack`` starts three things in this process:
+
+1. **moto in server mode** on 127.0.0.1 (the AWS endpoint: DynamoDB, S3, ...). Requests are
+   applied one at a time: moto's backends are plain Python, and a DynamoDB conditional write
+   must be atomic as it is on AWS (two claimers of one run can never both win).
+2. **The stack's resources** provisioned into it: the tables and the bucket
+   (``DynamoDBStore.ensure_resources``), named as the SAM stack names them (``stratoflow-dev-*``).
+3. **The API function** served on localhost the way API Gateway (HTTP API, payload format 2.0,
+   ``$default`` route and stage) and Lambda serve it: each HTTP request becomes the event API
+   Gateway would build, the handler runs in a Lambda-like runtime (``lambda_runtime.py``:
+   execution environments, context, timeout), and its return value becomes the HTTP response by
+   the v2 format's rules. The handler sees the stack's settings in its environment
+   (``STRATOFLOW_*``, dummy credentials, ``AWS_ENDPOINT_URL``), so it talks to the moto server.
+
+Where API Gateway answers by itself, so does the stack, with its status and ``{"message": ...}``
+body: 413 for a request over 10 MB, 503 when the function takes longer than 30 s, 500 when the
+function fails. For a failing function the body also carries Lambda's error (``errorType``,
+``errorMessage``, ``stackTrace``), which on AWS only reaches the logs; the traceback is also
+written to the stack's log stream.
+
+Moto's backends are process-global: run a ``DevStack`` in a process of its own (``stratoflow
+dev`` does), not beside the embedded backend.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import os
+import secrets
+import socket
+import socketserver
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+from types import TracebackType
+from typing import Any, NamedTuple, TextIO
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from stratoflow.exceptions import StratoflowError
+from stratoflow.local.lambda_runtime import (
+    ACCOUNT_ID,
+    MAX_PAYLOAD_BYTES,
+    FunctionConfig,
+    HandlerError,
+    InvocationResult,
+    LocalFunction,
+    parse_handler_spec,
+)
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+DEFAULT_HANDLER = Path("functions") / "api" / "app.py"
+LOCAL_CREDENTIAL = "stratoflow-local"  # moto accepts any credentials; these never reach AWS
+API_ID = "stratoflowd"  # requestContext.apiId
+MAX_REQUEST_BYTES = 10 * 1024 * 1024  # API Gateway's payload limit
+INTEGRATION_TIMEOUT = 30.0  # API Gateway HTTP API's longest integration timeout
+STOP_TIMEOUT = 5.0
+
+# Content types whose bodies API Gateway passes as text; every other body (also one without a
+# content type, and form posts) reaches the function base64-encoded with isBase64Encoded true.
+_TEXT_TYPES = ("application/json", "application/xml", "application/javascript")
+# Connection-level headers: not part of the request the function sees, nor taken from its response.
+_HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding",
+                         "upgrade"})
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+# Removed from the function's environment: they would point its AWS clients elsewhere.
+_CLEARED_VARS = ("STRATOFLOW_API_URL", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_PROFILE",
+                 "AWS_DEFAULT_PROFILE", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE")
+
+
+def default_handler() -> Path:
+    """``functions/api/app.py`` of the Stratoflow checkout this package runs from (else of the
+    current directory)."""
+    for root in (REPO_ROOT, Path.cwd()):
+        if (root / DEFAULT_HANDLER).is_file():
+            return root / DEFAULT_HANDLER
+    return REPO_ROOT / DEFAULT_HANDLER
+
+
+# -- API Gateway: request -> event -----------------------------------------------------------------
+def is_text_content_type(content_type: str | None) -> bool:
+    if not content_type:
+        return False
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media.startswith("text/") or media in _TEXT_TYPES
+
+
+def _gateway_time(now: datetime) -> str:
+    return f"{now.day:02d}/{_MONTHS[now.month - 1]}/{now.year}:{now:%H:%M:%S} +0000"
+
+
+def new_gateway_request_id() -> str:
+    """An id in API Gateway's style (``JKJaXmPLvHcESHA=``)."""
+    return base64.b64encode(secrets.token_bytes(10)).decode()
+
+
+def build_http_api_event(
+    *,
+    method: str,
+    target: str,
+    headers: Iterable[tuple[str, str]],
+    body: bytes,
+    source_ip: str,
+    server_port: int,
+    request_id: str,
+    protocol: str = "HTTP/1.1",
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    """The event API Gateway (HTTP API, payload format 2.0) sends for a request on ``$default``.
+
+    Header names are lower-cased and repeated headers joined with commas; the ``Cookie`` header
+    becomes the ``cookies`` list; the path is URL-decoded (``rawPath`` too, as HTTP APIs do), the
+    query string is passed raw and parsed (values decoded, repeats comma-joined); keys API
+    Gateway leaves out when empty (``cookies``, ``queryStringParameters``, ``body``) are left out.
+    """
+    now = now or datetime.now(UTC)
+    if target.startswith("/"):
+        raw_path, _, raw_query = target.partition("?")
+    else:  # absolute form (a proxy's request line)
+        parts = urlsplit(target)
+        raw_path, raw_query = parts.path or "/", parts.query
+    raw_query = raw_query.partition("#")[0]
+    merged: dict[str, str] = {}
+    cookies: list[str] = []
+    chunked = False
+    for name, value in headers:
+        key = name.lower()
+        if key == "cookie":
+            cookies.extend(c.strip() for c in value.split(";") if c.strip())
+            continue
+        if key in _HOP_BY_HOP:
+            chunked = chunked or key == "transfer-encoding"
+            continue
+        merged[key] = f"{merged[key]},{value}" if key in merged else value
+    if chunked:  # the function sees the assembled body's length
+        merged.pop("content-length", None)
+        if body:
+            merged["content-length"] = str(len(body))
+    merged["x-forwarded-for"] = f"{merged['x-forwarded-for']}, {source_ip}" if "x-forwarded-for" in merged \
+        else source_ip
+    merged["x-forwarded-port"] = str(server_port)
+    merged["x-forwarded-proto"] = "http"
+    merged.setdefault("x-amzn-trace-id", f"Root=1-{int(now.timestamp()):08x}-{secrets.token_hex(12)}")
+    domain = merged.get("host") or f"127.0.0.1:{server_port}"
+    path = unquote(raw_path)
+    event: dict[str, Any] = {
+        "version": "2.0",
+        "routeKey": "$default",
+        "rawPath": path,
+        "rawQueryString": raw_query,
+    }
+    if cookies:
+        event["cookies"] = cookies
+    event["headers"] = merged
+    if raw_query:
+        params: dict[str, str] = {}
+        for key, value in parse_qsl(raw_query, keep_blank_values=True):
+            params[key] = f"{params[key]},{value}" if key in params else value
+        event["queryStringParameters"] = params
+    event["requestContext"] = {
+        "accountId": ACCOUNT_ID,
+        "apiId": API_ID,
+        "domainName": domain,
+        "domainPrefix": domain.split(":", 1)[0].split(".", 1)[0],
+        "http": {"method": method.upper(), "path": path, "protocol": protocol, "sourceIp": source_ip,
+                 "userAgent": merged.get("user-agent", "")},
+        "requestId": request_id,
+        "routeKey": "$default",
+        "stage": "$default",
+        "time": _gateway_time(now),
+        "timeEpoch": int(now.timestamp() * 1000),
+    }
+    if body:
+        if is_text_content_type(merged.get("content-type")):
+            event["body"] = body.decode("utf-8", errors="replace")
+            event["isBase64Encoded"] = False
+        else:
+            event["body"] = base64.b64encode(body).decode()
+            event["isBase64Encoded"] = True
+    else:
+        event["isBase64Encoded"] = False
+    return event
+
+
+# -- API Gateway: function result -> response -------------------------------------------------------
+class GatewayResponse(NamedTuple):
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes
+
+
+class InvalidResponse(Exception):
+    """The function's return value is not a response API Gateway can send."""
+
+
+def _json_response(status: int, data: dict[str, Any]) -> GatewayResponse:
+    return GatewayResponse(status, [("content-type", "application/json")], json.dumps(data).encode())
+
+
+def _header_value(name: str, value: Any) -> str:
+    text = ",".join(str(v) for v in value) if isinstance(value, list) else str(value)
+    if "\r" in text or "\n" in text or "\r" in name or "\n" in name:
+        raise InvalidResponse(f"header {name!r} contains a line break")
+    return text
+
+
+def response_from_payload(payload: Any, payload_json: str) -> GatewayResponse:
+    """The HTTP response API Gateway makes of a function's return value (payload format 2.0).
+
+    A JSON object with ``statusCode`` is a full response (``headers``, ``cookies`` -> one
+    ``Set-Cookie`` each, ``body``, ``isBase64Encoded``; ``multiValueHeaders`` is a 1.0 field and
+    ignored; no content type means ``text/plain; charset=utf-8``). Anything else is the body of a
+    200 ``application/json`` response: a string as it is, other values as their JSON.
+    """
+    if not (isinstance(payload, dict) and "statusCode" in payload):
+        text = payload if isinstance(payload, str) else payload_json
+        return GatewayResponse(200, [("content-type", "application/json")], text.encode())
+    status = payload["statusCode"]
+    if isinstance(status, str) and status.strip().isdigit():
+        status = int(status)
+    if isinstance(status, bool) or not isinstance(status, int) or not 100 <= status <= 599:
+        raise InvalidResponse(f"statusCode must be an HTTP status code, not {payload['statusCode']!r}")
+    headers_in = payload.get("headers") or {}
+    if not isinstance(headers_in, dict):
+        raise InvalidResponse(f"headers must be an object of strings, not {type(headers_in).__name__}")
+    headers = [(str(k).lower(), _header_value(str(k), v)) for k, v in headers_in.items()
+               if v is not None and str(k).lower() not in _HOP_BY_HOP | {"content-length"}]
+    cookies = payload.get("cookies") or []
+    if not isinstance(cookies, list) or not all(isinstance(c, str) for c in cookies):
+        raise InvalidResponse("cookies must be a list of strings")
+    headers += [("set-cookie", _header_value("set-cookie", c)) for c in cookies]
+    if not any(k == "content-type" for k, _ in headers):
+        headers.append(("content-type", "text/plain; charset=utf-8"))
+    body_in = payload.get("body")
+    if body_in is None:
+        body = b""
+    elif not isinstance(body_in, str):
+        raise InvalidResponse(f"body must be a string, not {type(body_in).__name__} (serialize it, e.g. json.dumps)")
+    elif payload.get("isBase64Encoded"):
+        try:
+            body = base64.b64decode(body_in, validate=True)
+        except ValueError as exc:
+            raise InvalidResponse(f"isBase64Encoded is true but the body is not base64: {exc}") from exc
+    else:
+        body = body_in.encode()
+    return GatewayResponse(status, headers, body)
+
+
+def response_from_invocation(result: InvocationResult) -> GatewayResponse:
+    if result.abandoned:
+        return _json_response(503, {"message": "Service Unavailable"})
+    if result.error is not None:
+        return _json_response(500, {"message": "Internal Server Error", **result.error,
+                                    "requestId": result.request_id})
+    try:
+        return response_from_payload(result.payload, result.payload_json)
+    except InvalidResponse as exc:
+        return _json_response(500, {"message": "Internal Server Error", "errorType": "InvalidResponse",
+                                    "errorMessage": f"the function's response is not a valid API Gateway "
+                                                    f"response: {exc}", "requestId": result.request_id})
+
+
+# -- servers ---------------------------------------------------------------------------------------
+class _TrackedThreadingMixIn(socketserver.ThreadingMixIn):
+    """A thread per connection, as ThreadingMixIn, but tracked: ``close_connections`` ends idle
+    keep-alive connections (``shutdown(SHUT_RD)``: a request in flight still gets its answer)
+    and joins every connection thread."""
+
+    thread_prefix = "stratoflow-dev"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._connections_lock = threading.Lock()
+        self._connections: dict[threading.Thread, Any] = {}
+        self._counter = 0
+        super().__init__(*args, **kwargs)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._connections_lock:
+            self._counter += 1
+            thread = threading.Thread(target=self._serve_connection, args=(request, client_address),
+                                      name=f"{self.thread_prefix}-{self._counter}", daemon=True)
+            self._connections[thread] = request
+        thread.start()
+
+    def _serve_connection(self, request: Any, client_address: Any) -> None:
+        try:
+            self.process_request_thread(request, client_address)
+        finally:
+            with self._connections_lock:
+                self._connections.pop(threading.current_thread(), None)
+
+    def close_connections(self, timeout: float) -> list[threading.Thread]:
+        """Call after ``shutdown()``; returns the connection threads still running after ``timeout``."""
+        with self._connections_lock:
+            connections = list(self._connections.items())
+        for _, sock in connections:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RD)
+        deadline = time.monotonic() + timeout
+        for thread, _ in connections:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        return [t for t, _ in connections if t.is_alive()]
+
+
+class _OneAtATime:
+    """WSGI middleware: one request at a time into moto (see the module docstring)."""
+
+    def __init__(self, app: Callable[..., Any]) -> None:
+        self.app = app
+        self.lock = threading.Lock()
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        with self.lock:
+            result = self.app(environ, start_response)
+            try:
+                return [b"".join(result)]
+            finally:
+                close = getattr(result, "close", None)
+                if close is not None:
+                    close()
+
+
+class MotoServer:
+    """moto in server mode on a local port: what ``moto.server.ThreadedMotoServer`` does, with
+    requests serialized, bind errors raised by ``start()`` and every thread joined by ``stop()``."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.host = host
+        self.port = port
+        self._server: Any = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        from moto.moto_server.werkzeug_app import (
+            DomainDispatcherApplication,
+            MotoRequestHandler,
+            create_backend_app,
+        )
+        from werkzeug.serving import BaseWSGIServer
+
+        class Server(_TrackedThreadingMixIn, BaseWSGIServer):
+            multithread = True
+            thread_prefix = "stratoflow-dev-moto"
+
+        app = _OneAtATime(DomainDispatcherApplication(create_backend_app))
+        # Bound here so a busy port raises OSError (werkzeug itself would print and sys.exit).
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((self.host, self.port))
+            sock.listen(128)
+            self.port = sock.getsockname()[1]
+            self._server = Server(self.host, self.port, app, handler=MotoRequestHandler, fd=sock.fileno())
+        finally:
+            sock.close()  # the server works on its own duplicate of the descriptor
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1},
+                                        name="stratoflow-dev-moto", daemon=True)
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def stop(self, timeout: float = STOP_TIMEOUT) -> list[threading.Thread]:
+        server, self._server = self._server, None
+        if server is None:
+            return []
+        if self._thread is not None:
+            server.shutdown()
+            self._thread.join()
+            self._thread = None
+        leftovers: list[threading.Thread] = server.close_connections(timeout)
+        server.server_close()
+        return leftovers
+
+
+class _ApiServer(_TrackedThreadingMixIn, HTTPServer):
+    thread_prefix = "stratoflow-dev-api"
+
+    def __init__(self, address: tuple[str, int], stack: DevStack) -> None:
+        self.stack = stack
+        super().__init__(address, _ApiRequestHandler)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return  # the client went away
+        self.stack._log(f"error serving {client_address[0]}:\n{traceback.format_exc().rstrip()}")
+
+
+class _EarlyResponse(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class _ApiRequestHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, as API Gateway
+    timeout = 120  # an idle keep-alive connection is closed after this
+    server: _ApiServer
+
+    def _read_body(self) -> bytes:
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            return self._read_chunked()
+        length = self.headers.get("Content-Length")
+        if not length:
+            return b""
+        try:
+            size = int(length)
+        except ValueError:
+            self.close_connection = True
+            raise _EarlyResponse(400, "Bad Request") from None
+        if size > MAX_REQUEST_BYTES:
+            self.close_connection = True  # the body stays unread
+            raise _EarlyResponse(413, "Request Entity Too Large")
+        body = self.rfile.read(size)
+        if len(body) != size:
+            self.close_connection = True
+            raise _EarlyResponse(400, "Bad Request")
+        return body
+
+    def _read_chunked(self) -> bytes:
+        chunks: list[bytes] = []
+        total = 0
+        while True:
+            line = self.rfile.readline(1024)
+            try:
+                size = int(line.split(b";", 1)[0].strip(), 16)
+            except ValueError:
+                self.close_connection = True
+                raise _EarlyResponse(400, "Bad Request") from None
+            if size == 0:
+                while self.rfile.readline(1024) not in (b"\r\n", b"\n", b""):
+                    pass  # trailers
+                return b"".join(chunks)
+            total += size
+            if total > MAX_REQUEST_BYTES:
+                self.close_connection = True
+                raise _EarlyResponse(413, "Request Entity Too Large")
+            chunks.append(self.rfile.read(size))
+            self.rfile.readline(1024)
+
+    def _proxy(self) -> None:
+        started = time.perf_counter()
+        stack = self.server.stack
+        request_id = new_gateway_request_id()
+        result: InvocationResult | None = None
+        try:
+            body = self._read_body()
+            event = build_http_api_event(
+                method=self.command, target=self.path, headers=self.headers.items(), body=body,
+                source_ip=self.client_address[0], server_port=self.server.server_address[1],
+                request_id=request_id, protocol=self.request_version,
+            )
+            if len(json.dumps(event)) > MAX_PAYLOAD_BYTES:  # Lambda's limit for the event
+                raise _EarlyResponse(413, "Request Entity Too Large")
+            result = stack.invoke(event)
+            response = response_from_invocation(result)
+        except _EarlyResponse as early:
+            response = _json_response(early.status, {"message": early.message})
+        except Exception as exc:  # the stack's own failure: still an answer, and a trace in the log
+            stack._log(f"{self.command} {self.path}: stratoflow dev failed\n{traceback.format_exc().rstrip()}")
+            response = _json_response(500, {"message": "Internal Server Error",
+                                            "errorMessage": f"stratoflow dev: {type(exc).__name__}: {exc}"})
+        self._send(response, request_id)
+        stack._log_request(self.command, self.path, response, result, (time.perf_counter() - started) * 1000)
+
+    do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = _proxy
+
+    def _send(self, response: GatewayResponse, request_id: str) -> None:
+        status = response.status
+        try:
+            reason = HTTPStatus(status).phrase
+        except ValueError:
+            reason = ""
+        self.send_response_only(status, reason)
+        self.send_header("date", self.date_time_string())
+        for name, value in response.headers:
+            self.send_header(name, value)
+        self.send_header("apigw-requestid", request_id)
+        bodiless = status < 200 or status in (204, 304)
+        if not bodiless:
+            self.send_header("content-length", str(len(response.body)))
+        if self.close_connection:
+            self.send_header("connection", "close")
+        self.end_headers()
+        if not bodiless and self.command != "HEAD":
+            self.wfile.write(response.body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        message = format % args
+        if not message.startswith("Request timed out"):  # an idle keep-alive connection closing
+            self.server.stack._log(message)
+
+
+# -- the stack -------------------------------------------------------------------------------------
+class StackUrls(NamedTuple):
+    api: str
+    moto: str
+
+
+class DevStack:
+    """moto server + provisioned resources + the API function on localhost. See the module docstring.
+
+    ``start()``/``stop()`` or ``with DevStack(...) as stack:``. While it runs, this process's
+    environment carries the function's settings (``handler_env()``); ``stop()`` restores it.
+    """
+
+    def __init__(
+        self,
+        *,
+        port: int = 4200,
+        moto_port: int = 0,
+        host: str = "127.0.0.1",
+        handler: str | None = None,
+        table_prefix: str = "stratoflow-dev",
+        bucket: str = "stratoflow-dev",
+        region: str = "us-east-1",
+        function_name: str = "stratoflow-dev-api",
+        function_timeout: float = 30.0,
+        memory_mb: int = 512,
+        max_concurrency: int = 1,
+        integration_timeout: float = INTEGRATION_TIMEOUT,
+        log_stream: TextIO | None = sys.stderr,
+    ) -> None:
+        if handler:
+            path, attr = parse_handler_spec(handler)
+        else:
+            path, attr = default_handler(), "lambda_handler"
+        self.handler_path = path.resolve() if path.exists() else path
+        self.handler_attr = attr
+        self.host = host
+        self.port = port
+        self.moto_port = moto_port
+        self.table_prefix = table_prefix
+        self.bucket = bucket
+        self.region = region
+        self.integration_timeout = integration_timeout
+        self.function_config = FunctionConfig(handler_path=self.handler_path, handler_attr=attr, name=function_name,
+                                              memory_mb=memory_mb, timeout=function_timeout, region=region,
+                                              max_concurrency=max_concurrency)
+        self.log_stream = log_stream
+        self._explicit_handler = bool(handler)
+        self._log_lock = threading.Lock()
+        self._moto: MotoServer | None = None
+        self._api: _ApiServer | None = None
+        self._api_thread: threading.Thread | None = None
+        self._function: LocalFunction | None = None
+        self._saved_env: dict[str, str | None] | None = None
+        self._werkzeug_level: int | None = None
+        self._running = False
+
+    @property
+    def handler_spec(self) -> str:
+        return f"{self.handler_path}:{self.handler_attr}"
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def start(self) -> DevStack:
+        if self._running or self._moto is not None:
+            raise StratoflowError("this DevStack is already started")
+        if not self.handler_path.is_file():
+            hint = "" if self._explicit_handler else " (the default API handler); pass --handler PATH:ATTR"
+            raise HandlerError(f"no handler file at {self.handler_path}{hint}")
+        try:
+            try:  # bind first: a busy port fails before anything else starts
+                self._api = _ApiServer((self.host, self.port), self)
+            except OSError as exc:
+                raise StratoflowError(f"cannot serve the API on {self.host}:{self.port}: {exc.strerror or exc} "
+                                      "(choose another port; 0 picks a free one)") from exc
+            self.port = self._api.server_address[1]
+            self._quiet_werkzeug()
+            self._moto = MotoServer(self.host, self.moto_port)
+            try:
+                self._moto.start()
+            except OSError as exc:
+                raise StratoflowError(f"cannot serve moto on {self.host}:{self.moto_port}: {exc.strerror or exc} "
+                                      "(choose another port; 0 picks a free one)") from exc
+            self.moto_port = self._moto.port
+            self._apply_env()
+            self._provision()
+            self._function = LocalFunction(self.function_config)
+            self._function.start()
+            self._api_thread = threading.Thread(target=self._api.serve_forever, kwargs={"poll_interval": 0.1},
+                                                name="stratoflow-dev-api", daemon=True)
+            self._api_thread.start()
+        except BaseException:
+            self.stop()
+            raise
+        self._running = True
+        return self
+
+    def stop(self) -> None:
+        """Stop serving, end connections, stop the function's environments and moto, restore the
+        environment. Safe to call twice and after a failed start."""
+        self._running = False
+        leftovers: list[threading.Thread] = []
+        if self._api is not None:
+            if self._api_thread is not None:
+                self._api.shutdown()
+                self._api_thread.join()
+                self._api_thread = None
+            leftovers += self._api.close_connections(STOP_TIMEOUT)
+            self._api.server_close()
+            self._api = None
+        if self._function is not None:
+            leftovers += self._function.close(STOP_TIMEOUT)
+            self._function = None
+        if self._moto is not None:
+            leftovers += self._moto.stop(STOP_TIMEOUT)
+            self._moto = None
+        self._restore_env()
+        if self._werkzeug_level is not None:
+            import logging
+
+            logging.getLogger("werkzeug").setLevel(self._werkzeug_level)
+            self._werkzeug_level = None
+        if leftovers:
+            self._log(f"still running after stop (left behind): {', '.join(t.name for t in leftovers)}")
+
+    def __enter__(self) -> DevStack:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+    @property
+    def running(self) -> bool:
+        return self._running
+
+    # -- what it offers ---------------------------------------------------------------------------
+    @property
+    def urls(self) -> StackUrls:
+        return StackUrls(api=f"http://{self.host}:{self.port}", moto=f"http://{self.host}:{self.moto_port}")
+
+    def env(self) -> dict[str, str]:
+        """The variables a shell needs to point the SDK and the CLI at this stack."""
+        urls = self.urls
+        return {
+            "STRATOFLOW_BACKEND": "aws",
+            "STRATOFLOW_API_URL": urls.api,
+            "STRATOFLOW_AWS_ENDPOINT_URL": urls.moto,
+            "STRATOFLOW_TABLE_PREFIX": self.table_prefix,
+            "STRATOFLOW_BUCKET": self.bucket,
+            "STRATOFLOW_REGION": self.region,
+            "AWS_ACCESS_KEY_ID": LOCAL_CREDENTIAL,
+            "AWS_SECRET_ACCESS_KEY": LOCAL_CREDENTIAL,
+        }
+
+    def handler_env(self) -> dict[str, str]:
+        """The function's environment: the stack's settings (not the API URL: the function is the
+        API) and, as on Lambda, the region; every AWS client it makes goes to moto."""
+        env = {k: v for k, v in self.env().items() if k != "STRATOFLOW_API_URL"}
+        env.update({"AWS_REGION": self.region, "AWS_DEFAULT_REGION": self.region, "AWS_ENDPOINT_URL": self.urls.moto})
+        return env
+
+    def invoke(self, event: dict[str, Any]) -> InvocationResult:
+        """Invoke the API function with an event (the HTTP server does this for each request)."""
+        if self._function is None:
+            raise StratoflowError("the DevStack is not running")
+        return self._function.invoke(event, wait_limit=self.integration_timeout)
+
+    # -- internals --------------------------------------------------------------------------------
+    def _apply_env(self) -> None:
+        env = self.handler_env()
+        cleared = [k for k in os.environ if k.startswith("AWS_ENDPOINT_URL_")] + list(_CLEARED_VARS)
+        self._saved_env = {k: os.environ.get(k) for k in [*env, *cleared]}
+        for key in cleared:
+            os.environ.pop(key, None)
+        os.environ.update(env)
+        self._reset_sdk()
+
+    def _restore_env(self) -> None:
+        if self._saved_env is None:
+            return
+        for key, value in self._saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        self._saved_env = None
+        self._reset_sdk()
+
+    @staticmethod
+    def _reset_sdk() -> None:
+        from stratoflow import _aws
+        from stratoflow.settings import reset_settings
+
+        reset_settings()
+        _aws.clear_clients()
+
+    def _provision(self) -> None:
+        from stratoflow.settings import Settings
+        from stratoflow.storage.dynamodb import DynamoDBStore
+
+        settings = Settings(backend="aws", aws_endpoint_url=self.urls.moto, table_prefix=self.table_prefix,
+                            bucket=self.bucket, region=self.region)
+        store = DynamoDBStore(settings)
+        try:
+            store.ensure_resources()
+        finally:
+            store.close()
+
+    def _quiet_werkzeug(self) -> None:
+        # moto's server logs every request through werkzeug at INFO; the stack logs its own.
+        import logging
+
+        logger = logging.getLogger("werkzeug")
+        self._werkzeug_level = logger.level
+        logger.setLevel(logging.WARNING)
+
+    def _log(self, message: str) -> None:
+        if self.log_stream is None:
+            return
+        stamp = datetime.now().strftime("%H:%M:%S.%f")[:-3]
+        with self._log_lock:
+            try:
+                self.log_stream.write(f"{stamp} | {message}\n")
+                self.log_stream.flush()
+            except (OSError, ValueError):
+                pass
+
+    def _log_request(self, method: str, target: str, response: GatewayResponse, result: InvocationResult | None,
+                     elapsed_ms: float) -> None:
+        if self.log_stream is None:
+            return
+        line = f"{method} {target} -> {response.status} ({elapsed_ms:.1f} ms"
+        if result is not None and result.init_ms is not None:
+            line += f", cold start {result.init_ms:.0f} ms"
+        line += ")"
+        if result is not None and result.error is not None:
+            error = result.error
+            line += f"\n  [ERROR] {error.get('errorType')}: {error.get('errorMessage')}"
+            trace = "".join(error.get("stackTrace") or [])
+            if trace:
+                line += "\n  Traceback (most recent call last):\n" + trace.rstrip("\n")
+        elif result is not None and result.abandoned:
+            line += f"\n  [ERROR] the function did not answer within {self.integration_timeout:.0f} s " \
+                    "(API Gateway's integration timeout)"
+        self._log(line)
