@@ -11,7 +11,6 @@ import asyncio
 import functools
 import hashlib
 import inspect
-import random
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -27,6 +26,7 @@ from stratoflow.futures import StratoflowFuture
 from stratoflow.logs import get_log_buffer, install_print_hook, print_to_log, run_logger
 from stratoflow.models import Flow as FlowRecord
 from stratoflow.models import FlowRun, RetryPolicy, TaskRun
+from stratoflow.names import generate_run_name
 from stratoflow.orchestration import (
     FLOW_POLICY,
     OrchestrationContext,
@@ -57,18 +57,8 @@ if TYPE_CHECKING:
 P = ParamSpec("P")
 R = TypeVar("R")
 
-_ADJECTIVES = ("amber", "brisk", "calm", "daring", "eager", "fuzzy", "gentle", "hidden", "icy", "jolly", "keen",
-               "lively", "mellow", "nimble", "olive", "proud", "quiet", "rapid", "silver", "tidy", "urban",
-               "vivid", "witty", "young", "zesty")
-_ANIMALS = ("alpaca", "badger", "cheetah", "dingo", "egret", "falcon", "gecko", "heron", "ibis", "jackal", "koala",
-            "lemur", "marmot", "newt", "otter", "puffin", "quokka", "raven", "seal", "tapir", "urchin", "vole",
-            "walrus", "yak", "zebra")
 _known_flows: dict[tuple[int, str], FlowRecord] = {}
 _known_lock = threading.Lock()
-
-
-def _generate_name() -> str:
-    return f"{random.choice(_ADJECTIVES)}-{random.choice(_ANIMALS)}"
 
 
 def _file_hash(fn: Callable[..., Any]) -> str | None:
@@ -264,7 +254,7 @@ def _ensure_flow_record(store: Store, flow: Flow[..., Any]) -> FlowRecord:
 def _flow_run_name(flow: Flow[..., Any], parameters: dict[str, Any]) -> str:
     template = flow.flow_run_name
     if template is None:
-        return _generate_name()
+        return generate_run_name()
     if callable(template):
         return str(template())
     try:
