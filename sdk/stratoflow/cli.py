@@ -181,6 +181,223 @@ def _parse_level(level: str | None) -> int:
     raise StratoflowError(f"--level must be one of {', '.join(_LEVELS.values())}, not {level!r}")
 
 
+def _print_run_state(run: Any, verb: str) -> None:
+    state = run.state
+    print(f"{verb} flow run {run.name!r} ({run.id}): now {_colour(state.name if state else '-', run.state_type)}")
+
+
+def cmd_flow_run_cancel(args: argparse.Namespace) -> int:
+    from stratoflow import get_client
+
+    run = get_client().cancel_flow_run(args.id)
+    if args.json:
+        _print_json(run.model_dump(mode="json", exclude={"state_history"}))
+    else:
+        _print_run_state(run, "Cancelled" if run.state_type == "CANCELLED" else "Cancelling")
+    return 0
+
+
+def cmd_flow_run_retry(args: argparse.Namespace) -> int:
+    from stratoflow import get_client
+
+    run = get_client().retry_flow_run(args.id)
+    if args.json:
+        _print_json(run.model_dump(mode="json", exclude={"state_history"}))
+    else:
+        _print_run_state(run, "Retrying")
+    return 0
+
+
+def cmd_deployment_ls(args: argparse.Namespace) -> int:
+    from stratoflow import get_client
+
+    deps = get_client().read_deployments(flow_name=args.flow, limit=args.limit)
+    if args.json:
+        _print_json([d.model_dump(mode="json") for d in deps])
+        return 0
+    rows = [(d.id, f"{d.flow_name}/{d.name}", d.version, "paused" if d.paused else "active", d.work_pool_name or "-",
+             ", ".join(d.tags) or "-") for d in deps]
+    print(table(rows, ["ID", "NAME", "VERSION", "STATUS", "WORK POOL", "TAGS"]))
+    return 0
+
+
+def cmd_deployment_inspect(args: argparse.Namespace) -> int:
+    from stratoflow import get_client
+
+    d = get_client().read_deployment(args.id)
+    if args.json:
+        _print_json(d.model_dump(mode="json"))
+        return 0
+    print(f"Deployment {d.flow_name}/{d.name} ({d.id})")
+    print(f"  version     {d.version}    {'paused' if d.paused else 'active'}")
+    print(f"  entrypoint  {d.entrypoint or '-'}")
+    print(f"  work pool   {d.work_pool_name or '-'}" + (f" / {d.work_queue_name}" if d.work_queue_name else ""))
+    print(f"  parameters  {json.dumps(d.parameters)}")
+    print(f"  schema      {json.dumps(d.parameter_openapi_schema) if d.parameter_openapi_schema else '-'}")
+    print(f"  tags        {', '.join(d.tags) or '-'}")
+    print(f"  updated     {_dt(d.updated)}")
+    return 0
+
+
+def _parse_params(pairs: Sequence[str] | None) -> dict[str, Any]:
+    """``k=v`` pairs; a value that is valid JSON is taken as JSON (``n=3`` is 3), else as a string."""
+    params: dict[str, Any] = {}
+    for pair in pairs or []:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key.strip():
+            raise _UsageError(f"--param {pair!r} is not KEY=VALUE")
+        try:
+            params[key.strip()] = json.loads(raw)
+        except ValueError:
+            params[key.strip()] = raw
+    return params
+
+
+class _UsageError(Exception):
+    """A malformed argument: exit 2 with one line."""
+
+
+def cmd_deployment_run(args: argparse.Namespace) -> int:
+    from stratoflow import get_client
+
+    params = _parse_params(args.param)
+    run = get_client().create_flow_run_from_deployment(args.name_or_id, parameters=params, tags=args.tag or (),
+                                                       idempotency_key=args.idempotency_key)
+    if args.json:
+        _print_json(run.model_dump(mode="json", exclude={"state_history"}))
+    else:
+        print(f"Created flow run {run.name!r} ({run.id}) of {run.flow_name}: "
+              f"{_colour(run.state_name or '-', run.state_type)}")
+        print(f"  parameters  {json.dumps(run.parameters)}")
+    return 0
+
+
+def _pool_table(pools: Sequence[Any]) -> str:
+    rows = [(p.name, p.type.value, "paused" if p.paused else "active",
+             "-" if p.concurrency_limit is None else p.concurrency_limit, _dt(p.created)) for p in pools]
+    return table(rows, ["NAME", "TYPE", "STATUS", "LIMIT", "CREATED"])
+
+
+def cmd_work_pool_ls(args: argparse.Namespace) -> int:
+    from stratoflow import get_client
+
+    pools = get_client().read_work_pools()
+    if args.json:
+        _print_json([p.model_dump(mode="json") for p in pools])
+    else:
+        print(_pool_table(pools))
+    return 0
+
+
+def cmd_work_pool_create(args: argparse.Namespace) -> int:
+    from stratoflow import get_client
+
+    pool = get_client().create_work_pool(args.name, type=args.type, concurrency_limit=args.limit)
+    if args.json:
+        _print_json(pool.model_dump(mode="json"))
+    else:
+        print(f"Created work pool {pool.name!r} (type {pool.type.value}"
+              + (f", limit {pool.concurrency_limit}" if pool.concurrency_limit is not None else "") + ")")
+    return 0
+
+
+def cmd_work_pool_pause(args: argparse.Namespace) -> int:
+    from stratoflow import get_client
+
+    client = get_client()
+    pool = client.pause_work_pool(args.name) if args.action == "pause" else client.resume_work_pool(args.name)
+    if args.json:
+        _print_json(pool.model_dump(mode="json"))
+    else:
+        print(f"Work pool {pool.name!r} is {'paused' if pool.paused else 'active'}")
+    return 0
+
+
+def cmd_concurrency_limit_create(args: argparse.Namespace) -> int:
+    from stratoflow import get_client
+
+    limit = get_client().create_concurrency_limit(args.tag, args.limit)
+    if args.json:
+        _print_json(limit.model_dump(mode="json"))
+    else:
+        print(f"Concurrency limit of tag {limit.tag!r}: {limit.limit} (version {limit.version})")
+    return 0
+
+
+def cmd_concurrency_limit_ls(args: argparse.Namespace) -> int:
+    from stratoflow import get_client
+
+    limits = get_client().read_concurrency_limits()
+    if args.json:
+        _print_json([c.model_dump(mode="json") for c in limits])
+        return 0
+    rows = [(c.tag, c.limit, len(c.active_slots), _dt(c.updated)) for c in limits]
+    print(table(rows, ["TAG", "LIMIT", "ACTIVE", "UPDATED"]))
+    return 0
+
+
+def cmd_concurrency_limit_delete(args: argparse.Namespace) -> int:
+    from stratoflow import get_client
+
+    get_client().delete_concurrency_limit(args.tag)
+    if args.json:
+        _print_json({"deleted": args.tag})
+    else:
+        print(f"Deleted the concurrency limit of tag {args.tag!r}")
+    return 0
+
+
+def _add_object_commands(sub: Any, fr: Any) -> None:
+    """flow-run cancel|retry, deployment, work-pool and concurrency-limit commands."""
+    p = fr.add_parser("cancel", help="cancel a flow run (Running/Pending -> Cancelling, Scheduled -> Cancelled)")
+    p.add_argument("id")
+    p.set_defaults(fn=cmd_flow_run_cancel)
+    p = fr.add_parser("retry", help="retry a finished flow run (-> Scheduled, AwaitingRetry)")
+    p.add_argument("id")
+    p.set_defaults(fn=cmd_flow_run_retry)
+
+    dp = sub.add_parser("deployment", help="deployments").add_subparsers(dest="action", required=True)
+    p = dp.add_parser("ls", help="list deployments")
+    p.add_argument("--flow", help="only deployments of this flow")
+    p.add_argument("--limit", type=int, default=200)
+    p.set_defaults(fn=cmd_deployment_ls)
+    p = dp.add_parser("inspect", help="show a deployment (by id or FLOW/NAME)")
+    p.add_argument("id", metavar="NAME_OR_ID")
+    p.set_defaults(fn=cmd_deployment_inspect)
+    p = dp.add_parser("run", help="create a flow run of a deployment (by id or FLOW/NAME)")
+    p.add_argument("name_or_id", metavar="NAME_OR_ID")
+    p.add_argument("--param", "-p", action="append", metavar="KEY=VALUE",
+                   help="a parameter (repeatable); VALUE is read as JSON when it is valid JSON, else as a string")
+    p.add_argument("--tag", action="append", help="a tag for the run (repeatable)")
+    p.add_argument("--idempotency-key", help="a second run with the same key returns the first run")
+    p.set_defaults(fn=cmd_deployment_run)
+
+    wp = sub.add_parser("work-pool", help="work pools").add_subparsers(dest="action", required=True)
+    p = wp.add_parser("ls", help="list work pools")
+    p.set_defaults(fn=cmd_work_pool_ls)
+    p = wp.add_parser("create", help="create a work pool (the record; its SQS queue comes in a later release)")
+    p.add_argument("name")
+    p.add_argument("--type", choices=["lambda", "process"], default="lambda")
+    p.add_argument("--limit", type=int, help="concurrency limit of the pool")
+    p.set_defaults(fn=cmd_work_pool_create)
+    for action in ("pause", "resume"):
+        p = wp.add_parser(action, help=f"{action} a work pool")
+        p.add_argument("name")
+        p.set_defaults(fn=cmd_work_pool_pause)
+
+    cl = sub.add_parser("concurrency-limit", help="concurrency limits by tag").add_subparsers(
+        dest="action", required=True)
+    p = cl.add_parser("create", help="create the limit of a tag, or change it")
+    p.add_argument("tag")
+    p.add_argument("limit", type=int)
+    p.set_defaults(fn=cmd_concurrency_limit_create)
+    p = cl.add_parser("ls", help="list concurrency limits")
+    p.set_defaults(fn=cmd_concurrency_limit_ls)
+    p = cl.add_parser("delete", help="delete the limit of a tag")
+    p.add_argument("tag")
+    p.set_defaults(fn=cmd_concurrency_limit_delete)
+
+
 def cmd_dev(args: argparse.Namespace) -> int:
     """Run the local cloud over HTTP until Ctrl-C or SIGTERM (see stratoflow/local/devstack.py)."""
     import gc
@@ -261,6 +478,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = tr.add_parser("ls", help="list the task runs of a flow run")
     p.add_argument("--flow-run", required=True)
     p.set_defaults(fn=cmd_task_run_ls)
+
+    _add_object_commands(sub, fr)
     return parser
 
 
@@ -282,6 +501,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StratoflowError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except _UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except ValueError as exc:  # pydantic's ValidationError: an argument the API would refuse (422)
+        errors = getattr(exc, "errors", None)
+        if errors is None:
+            raise
+        from stratoflow.api.errors import describe_validation_errors
+
+        print(f"error: {describe_validation_errors(errors())[0]}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130
 

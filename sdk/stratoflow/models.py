@@ -152,6 +152,19 @@ class WorkQueue(_Record):
     created: datetime = Field(default_factory=now)
 
 
+class ConcurrencyLimit(_Record):
+    """At most ``limit`` task runs tagged ``tag`` run at once; ``active_slots`` holds the ids
+    of the task runs holding a slot now."""
+
+    id: str = Field(default_factory=new_id)
+    tag: str
+    limit: int = Field(ge=0)
+    active_slots: list[str] = Field(default_factory=list)
+    version: int = 1
+    created: datetime = Field(default_factory=now)
+    updated: datetime = Field(default_factory=now)
+
+
 class Log(_Record):
     flow_run_id: str | None = None
     task_run_id: str | None = None

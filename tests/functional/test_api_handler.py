@@ -213,7 +213,7 @@ def test_openapi_schema_and_swagger_ui(api: Callable[..., Reply]) -> None:
 
 def test_unknown_route_is_404(api: Callable[..., Reply]) -> None:
     assert_error(api("GET", "/nope"), 404, "no route for GET /nope")
-    assert_error(api("DELETE", "/flow_runs/abc"), 404, "no route")
+    assert_error(api("PUT", "/flow_runs/abc"), 404, "no route")
 
 
 # -- create and read flow runs --------------------------------------------------------------------
@@ -318,52 +318,6 @@ def test_concurrent_creates_with_one_key_make_one_run(client: Any, flow_name: st
     assert sum(created for _, created in results) == 1
     assert len(client.read_flow_runs(flow_name=flow_name)) == 1
     assert len(markers_of(client, flow_name)) == 1
-
-
-def test_idempotency_marker_without_its_run_is_completed_by_the_next_request(
-        api: Callable[..., Reply], client: Any, monkeypatch: pytest.MonkeyPatch, flow_name: str) -> None:
-    """A creator that died between the marker and the run: a retry finishes the creation."""
-    store = client.store
-    calls = {"n": 0}
-    real_create = type(store).create_run
-
-    def failing_create(self: Any, kind: RunKind, run: Any) -> Any:
-        calls["n"] += 1
-        if calls["n"] == 1:
-            raise RuntimeError("network went away")
-        return real_create(self, kind, run)
-
-    # The marker's conditional delete also fails, as if the process had died.
-    monkeypatch.setattr(type(store), "create_run", failing_create)
-    real_delete = store.models.ObjectItem.delete
-    monkeypatch.setattr(store.models.ObjectItem, "delete", lambda *a, **k: (_ for _ in ()).throw(OSError("gone")))
-    body = {"flow_name": flow_name, "idempotency_key": "k1"}
-    failed = api("POST", "/flow_runs", body=body)
-    assert_error(failed, 500, "internal error")
-    assert client.read_flow_runs(flow_name=flow_name) == []
-    assert len(markers_of(client, flow_name)) == 1  # the intent, holding the whole run
-    monkeypatch.setattr(store.models.ObjectItem, "delete", real_delete)
-
-    retried = api("POST", "/flow_runs", body=body)
-    assert retried.status == 200
-    assert [r.id for r in client.read_flow_runs(flow_name=flow_name)] == [retried.body["id"]]
-    assert retried.body["id"] == markers_of(client, flow_name)[0]["flow_run_id"]
-
-
-def test_failed_create_removes_its_idempotency_marker(
-        api: Callable[..., Reply], client: Any, monkeypatch: pytest.MonkeyPatch, flow_name: str) -> None:
-    store = client.store
-
-    def failing_create(self: Any, kind: RunKind, run: Any) -> Any:
-        raise RuntimeError("throttled")
-
-    body = {"flow_name": flow_name, "idempotency_key": "k2"}
-    with monkeypatch.context() as patch:
-        patch.setattr(type(store), "create_run", failing_create)
-        assert_error(api("POST", "/flow_runs", body=body), 500, "internal error")
-    assert markers_of(client, flow_name) == []
-    assert client.read_flow_runs(flow_name=flow_name) == []
-    assert api("POST", "/flow_runs", body=body).status == 201
 
 
 @pytest.mark.parametrize(("request_kwargs", "status", "needles"), [

@@ -7,8 +7,9 @@ Routes parse (Powertools validates bodies, paths and queries from the pydantic m
 
 =====  =====================================================================================
 400    malformed JSON, a body that is not UTF-8/base64
-404    unknown flow run / task run id, unknown route
-409    the orchestration rules refused the transition (ABORT): the rule and its reason
+404    unknown flow run / task run / flow / deployment / work pool / queue / limit, unknown route
+409    the orchestration rules refused the transition (ABORT): the rule and its reason; a name
+       already taken; a paused deployment; a record changed concurrently
 413    request body over 1 MiB
 415    a body that is not ``application/json``
 422    wrong types or missing fields, naming the field
@@ -239,6 +240,8 @@ def build_app() -> "APIGatewayHttpResolver":
             schema_cache.append(app.get_openapi_json_schema())
         return Response(status_code=200, content_type=JSON, body=schema_cache[0])
 
+    from stratoflow.api.engine_routes import register as _register_engine_routes
+    _register_engine_routes(app)
     app.enable_swagger(path="/docs", compress=True)
 
     # -- flow runs ------------------------------------------------------------------------------
@@ -322,4 +325,201 @@ def build_app() -> "APIGatewayHttpResolver":
                                           task_run_id=task_run_id or None)
         return LogPageOut(logs=logs, next_cursor=next_cursor)
 
+    _register_object_routes(app, responses, count)
     return app
+
+
+def _register_object_routes(app: Any, responses: Any, count: Any) -> None:
+    """Flows, flow-run cancel/retry/delete, task-run filter, deployments, work pools and queues,
+    concurrency limits. Records live in the objects table (see ``Store.put_object``)."""
+    from typing import Annotated
+
+    from aws_lambda_powertools.event_handler import Response, content_types
+    from aws_lambda_powertools.event_handler.openapi.params import Body, Path, Query
+
+    from stratoflow.api import operations as ops
+    from stratoflow.api.errors import error_body
+    from stratoflow.api.schemas import (
+        ConcurrencyLimitCreate,
+        Deleted,
+        DeploymentCreate,
+        DeploymentFilter,
+        DeploymentRunCreate,
+        TaskRunFilter,
+        WorkPoolCreate,
+        WorkQueueCreate,
+    )
+    from stratoflow.exceptions import ObjectAlreadyExists
+    from stratoflow.models import ConcurrencyLimit, Deployment, Flow, FlowRun, TaskRun, WorkPool, WorkQueue
+    from stratoflow.settings import get_settings
+    from stratoflow.storage import get_store
+    from stratoflow.storage.base import ObjectVersionConflict
+
+    JSON = content_types.APPLICATION_JSON
+
+    @app.exception_handler(ObjectAlreadyExists)
+    def on_exists(exc: ObjectAlreadyExists) -> Response[Any]:
+        return Response(status_code=409, content_type=JSON, body=error_body(str(exc)))
+
+    @app.exception_handler(ObjectVersionConflict)
+    def on_version_conflict(exc: ObjectVersionConflict) -> Response[Any]:
+        return Response(status_code=409, content_type=JSON, body=error_body(str(exc), kind=exc.kind, id=exc.key))
+
+    FlowRunId = Annotated[str, Path(description="flow run id", min_length=1, max_length=256)]
+    FlowName = Annotated[str, Path(description="flow name", min_length=1, max_length=256)]
+    DeploymentId = Annotated[str, Path(description="deployment id", min_length=1, max_length=256)]
+    PoolName = Annotated[str, Path(description="work pool name", min_length=1, max_length=64)]
+    Tag = Annotated[str, Path(description="the tag the limit applies to", min_length=1, max_length=256)]
+    no_sqs = " Stores the record only: the pool's SQS queue (and DLQ) is created by a later release."
+
+    # -- flows ------------------------------------------------------------------------------------
+    @app.get("/flows", tags=["flows"], summary="Flows, by name",
+             responses=responses(200, list[Flow], "flows"))
+    def list_flows(limit: Annotated[int, Query(ge=1, le=1000)] = 200) -> list[Flow]:
+        return ops.list_flows(get_store(), limit)
+
+    @app.get("/flows/<name>", tags=["flows"], summary="Read a flow by name",
+             responses=responses(200, Flow, "the flow", 404))
+    def read_flow(name: FlowName) -> Flow:
+        return get_store().read_flow(name)
+
+    # -- flow runs: cancel, retry, delete -----------------------------------------------------------
+    @app.post("/flow_runs/<flow_run_id>/cancel", tags=["flow runs"],
+              summary="Cancel: Running/Pending -> Cancelling, Scheduled/Paused -> Cancelled",
+              description="A finished run is refused with 409 and the rule's reason; a run already "
+                          "Cancelling is returned as is.",
+              responses=responses(200, FlowRun, "the run afterwards", 404, 409))
+    def cancel_flow_run(flow_run_id: FlowRunId) -> FlowRun:
+        run = ops.cancel_flow_run(get_store(), flow_run_id)
+        count("FlowRunsCancelled")
+        return run
+
+    @app.post("/flow_runs/<flow_run_id>/retry", tags=["flow runs"],
+              summary="Retry a finished run: it goes back to Scheduled (AwaitingRetry) for now",
+              responses=responses(200, FlowRun, "the run afterwards", 404, 409))
+    def retry_flow_run(flow_run_id: FlowRunId) -> FlowRun:
+        return ops.retry_flow_run(get_store(), flow_run_id)
+
+    @app.delete("/flow_runs/<flow_run_id>", tags=["flow runs"],
+                summary="Delete a flow run with its task runs and idempotency marker",
+                responses=responses(200, Deleted, "deleted", 404))
+    def delete_flow_run(flow_run_id: FlowRunId) -> Deleted:
+        ops.delete_flow_run(get_store(), flow_run_id)
+        return Deleted(deleted=flow_run_id)
+
+    # -- task runs ---------------------------------------------------------------------------------
+    @app.post("/task_runs/filter", tags=["task runs"], summary="Task runs of a flow run, by state type",
+              responses=responses(200, list[TaskRun], "task runs in start order", 400, 404, 413, 415))
+    def filter_task_runs(body: TaskRunFilter) -> list[TaskRun]:
+        return ops.filter_task_runs(get_store(), body)
+
+    # -- deployments -------------------------------------------------------------------------------
+    @app.post("/deployments", tags=["deployments"], status_code=201,
+              summary="Create a deployment, or update the one with the same (flow_name, name)",
+              description="An update replaces the given fields and bumps `version`.",
+              responses={**responses(201, Deployment, "created", 400, 404, 409, 413, 415),
+                         200: {"description": "updated", "content": {JSON: {"model": Deployment}}}})
+    def upsert_deployment(body: DeploymentCreate) -> Response[Deployment]:
+        deployment, created = ops.upsert_deployment(get_store(), body)
+        return Response(status_code=201 if created else 200, content_type=JSON, body=deployment)
+
+    @app.post("/deployments/filter", tags=["deployments"], summary="Deployments, by flow name and name",
+              responses=responses(200, list[Deployment], "matching deployments", 400, 413, 415))
+    def filter_deployments(body: Annotated[DeploymentFilter | None, Body()] = None) -> list[Deployment]:
+        return ops.filter_deployments(get_store(), body or DeploymentFilter())
+
+    @app.get("/deployments/<deployment_id>", tags=["deployments"], summary="Read a deployment",
+             responses=responses(200, Deployment, "the deployment", 404))
+    def read_deployment(deployment_id: DeploymentId) -> Deployment:
+        return ops.read_deployment(get_store(), deployment_id)
+
+    @app.post("/deployments/<deployment_id>/pause", tags=["deployments"],
+              summary="Pause: no new runs are created from it", responses=responses(200, Deployment, "paused", 404))
+    def pause_deployment(deployment_id: DeploymentId) -> Deployment:
+        return ops.set_deployment_paused(get_store(), deployment_id, True)
+
+    @app.post("/deployments/<deployment_id>/resume", tags=["deployments"], summary="Resume a paused deployment",
+              responses=responses(200, Deployment, "resumed", 404))
+    def resume_deployment(deployment_id: DeploymentId) -> Deployment:
+        return ops.set_deployment_paused(get_store(), deployment_id, False)
+
+    @app.post("/deployments/<deployment_id>/create_flow_run", tags=["deployments"], status_code=201,
+              summary="Create a run of the deployment",
+              description="Parameters are merged over the deployment's defaults and validated against its "
+                          "parameter_openapi_schema (422 names the parameter). A paused deployment refuses (409).",
+              responses={**responses(201, FlowRun, "created", 400, 404, 409, 413, 415),
+                         200: {"description": "an earlier create with the same idempotency key made this run",
+                               "content": {JSON: {"model": FlowRun}}}})
+    def create_deployment_flow_run(deployment_id: DeploymentId,
+                                   body: Annotated[DeploymentRunCreate | None, Body()] = None) -> Response[FlowRun]:
+        run, created = ops.create_deployment_flow_run(get_store(), get_settings(), deployment_id,
+                                                      body or DeploymentRunCreate())
+        if created:
+            count("FlowRunsCreated")
+        return Response(status_code=201 if created else 200, content_type=JSON, body=run)
+
+    # -- work pools and queues ---------------------------------------------------------------------
+    @app.post("/work_pools", tags=["work pools"], status_code=201, summary="Create a work pool",
+              description="409 when the name is taken." + no_sqs,
+              responses=responses(201, WorkPool, "created", 400, 409, 413, 415))
+    def create_work_pool(body: WorkPoolCreate) -> Response[WorkPool]:
+        pool = ops.create_work_pool(get_store(), body)
+        return Response(status_code=201, content_type=JSON, body=pool)
+
+    @app.get("/work_pools", tags=["work pools"], summary="Work pools, by name",
+             responses=responses(200, list[WorkPool], "work pools"))
+    def list_work_pools() -> list[WorkPool]:
+        return ops.list_work_pools(get_store())
+
+    @app.get("/work_pools/<name>", tags=["work pools"], summary="Read a work pool",
+             responses=responses(200, WorkPool, "the work pool", 404))
+    def read_work_pool(name: PoolName) -> WorkPool:
+        return ops.read_work_pool(get_store(), name)
+
+    @app.post("/work_pools/<name>/pause", tags=["work pools"], summary="Pause a work pool",
+              responses=responses(200, WorkPool, "paused", 404))
+    def pause_work_pool(name: PoolName) -> WorkPool:
+        return ops.set_work_pool_paused(get_store(), name, True)
+
+    @app.post("/work_pools/<name>/resume", tags=["work pools"], summary="Resume a work pool",
+              responses=responses(200, WorkPool, "resumed", 404))
+    def resume_work_pool(name: PoolName) -> WorkPool:
+        return ops.set_work_pool_paused(get_store(), name, False)
+
+    @app.post("/work_pools/<name>/queues", tags=["work pools"], status_code=201,
+              summary="Create a queue in a work pool",
+              description="409 when the pool already has a queue of that name." + no_sqs,
+              responses=responses(201, WorkQueue, "created", 400, 404, 409, 413, 415))
+    def create_work_queue(name: PoolName, body: WorkQueueCreate) -> Response[WorkQueue]:
+        queue = ops.create_work_queue(get_store(), name, body)
+        return Response(status_code=201, content_type=JSON, body=queue)
+
+    @app.get("/work_pools/<name>/queues", tags=["work pools"], summary="Queues of a work pool, by priority",
+             responses=responses(200, list[WorkQueue], "queues", 404))
+    def list_work_queues(name: PoolName) -> list[WorkQueue]:
+        return ops.list_work_queues(get_store(), name)
+
+    # -- concurrency limits ------------------------------------------------------------------------
+    @app.post("/concurrency_limits", tags=["concurrency limits"], status_code=201,
+              summary="Create the limit of a tag, or change it (slots held stay held)",
+              responses={**responses(201, ConcurrencyLimit, "created", 400, 409, 413, 415),
+                         200: {"description": "updated", "content": {JSON: {"model": ConcurrencyLimit}}}})
+    def upsert_concurrency_limit(body: ConcurrencyLimitCreate) -> Response[ConcurrencyLimit]:
+        limit, created = ops.upsert_concurrency_limit(get_store(), body)
+        return Response(status_code=201 if created else 200, content_type=JSON, body=limit)
+
+    @app.get("/concurrency_limits", tags=["concurrency limits"], summary="Concurrency limits, by tag",
+             responses=responses(200, list[ConcurrencyLimit], "limits"))
+    def list_concurrency_limits() -> list[ConcurrencyLimit]:
+        return ops.list_concurrency_limits(get_store())
+
+    @app.get("/concurrency_limits/<tag>", tags=["concurrency limits"], summary="Read the limit of a tag",
+             responses=responses(200, ConcurrencyLimit, "the limit", 404))
+    def read_concurrency_limit(tag: Tag) -> ConcurrencyLimit:
+        return ops.read_concurrency_limit(get_store(), tag)
+
+    @app.delete("/concurrency_limits/<tag>", tags=["concurrency limits"], summary="Delete the limit of a tag",
+                responses=responses(200, Deleted, "deleted", 404))
+    def delete_concurrency_limit(tag: Tag) -> Deleted:
+        ops.delete_concurrency_limit(get_store(), tag)
+        return Deleted(deleted=tag)

@@ -5,9 +5,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from stratoflow.exceptions import StratoflowError
 
-class ApiError(Exception):
-    """An error with an HTTP status; ``extra`` goes into the body beside ``error``."""
+
+class ApiError(StratoflowError):
+    """An error with an HTTP status; ``extra`` goes into the body beside ``error``. A
+    ``StratoflowError``, so the client and the CLI (which call the same operations) report it too."""
 
     status_code = 400
 

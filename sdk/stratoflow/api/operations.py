@@ -8,17 +8,38 @@ from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
-import hashlib
 import json
 import random
+import uuid
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from stratoflow.api.errors import ApiError, Conflict, NotFound, Unprocessable
-from stratoflow.api.schemas import FlowRunCreate, LogIn, SetStateIn
-from stratoflow.exceptions import ObjectNotFound, TransitionRefused
-from stratoflow.models import Flow, FlowRun, Log, TaskRun, new_id
+from stratoflow.api.errors import Conflict, NotFound, Unprocessable
+from stratoflow.api.schemas import (
+    ConcurrencyLimitCreate,
+    DeploymentCreate,
+    DeploymentFilter,
+    DeploymentRunCreate,
+    FlowRunCreate,
+    LogIn,
+    SetStateIn,
+    StateIn,
+    TaskRunFilter,
+    WorkPoolCreate,
+    WorkQueueCreate,
+)
+from stratoflow.exceptions import ObjectAlreadyExists, ObjectNotFound, TransitionRefused
+from stratoflow.models import (
+    ConcurrencyLimit,
+    Deployment,
+    Flow,
+    FlowRun,
+    Log,
+    TaskRun,
+    WorkPool,
+    WorkQueue,
+    new_id,
+)
 from stratoflow.orchestration import (
     FLOW_POLICY,
     OrchestrationContext,
@@ -29,7 +50,8 @@ from stratoflow.orchestration import (
     orchestrate,
 )
 from stratoflow.services import set_run_state
-from stratoflow.states import Scheduled, State
+from stratoflow.states import AwaitingRetry, Cancelled, Cancelling, Scheduled, State, StateType, now
+from stratoflow.storage.base import ObjectVersionConflict, StoredObject
 
 if TYPE_CHECKING:
     from stratoflow.settings import Settings
@@ -87,133 +109,361 @@ def set_state(store: Store, kind: RunKind, run_id: str, request: SetStateIn) -> 
 def create_flow_run(store: Store, settings: Settings, request: FlowRunCreate) -> tuple[FlowRun, bool]:
     """Create a flow run; returns ``(run, created)``. ``created`` is False when an earlier create
     with the same flow name and idempotency key made the run (nothing is written then)."""
+    return _create_flow_run(store, settings, flow_name=request.flow_name, name=request.name,
+                            parameters=request.parameters, tags=request.tags, state=request.state,
+                            idempotency_key=request.idempotency_key)
+
+
+def _create_flow_run(store: Store, settings: Settings, *, flow_name: str, name: str | None,
+                     parameters: dict[str, Any], tags: Sequence[str], state: StateIn | None,
+                     idempotency_key: str | None, deployment: Deployment | None = None) -> tuple[FlowRun, bool]:
     # 1. Everything that can refuse the request, before any write.
-    proposed = request.state.to_state() if request.state is not None else Scheduled()
-    run = FlowRun(id=new_id(), name=request.name or _run_name(), flow_name=request.flow_name,
-                  parameters=request.parameters, tags=sorted(set(request.tags)),
-                  idempotency_key=request.idempotency_key)
+    proposed = state.to_state() if state is not None else Scheduled()
+    run = FlowRun(id=new_id(), name=name or _run_name(), flow_name=flow_name,
+                  parameters=parameters, tags=sorted(set(tags)), idempotency_key=idempotency_key)
+    if deployment is not None:
+        run.deployment_id = deployment.id
+        run.work_pool_name = deployment.work_pool_name
+        run.work_queue_name = deployment.work_queue_name
     decision = orchestrate(OrchestrationContext(kind=RunKind.FLOW, run=run, proposed_state=proposed), FLOW_POLICY)
     if decision.status != ResponseStatus.ACCEPT or decision.state is None:
         raise TransitionRefused(decision)
     run = apply_transition(run, decision.state)
-    encoded = json.dumps(request.parameters, separators=(",", ":")).encode()
+    encoded = json.dumps(parameters, separators=(",", ":")).encode()
 
-    marker: _IdempotencyMarker | None = None
-    if request.idempotency_key is not None:
-        marker = _IdempotencyMarker(store, request.flow_name, request.idempotency_key)
-        existing = marker.existing_run()
+    if idempotency_key is not None:
+        existing = _earlier_run(store, flow_name, idempotency_key)
         if existing is not None:
             return existing, False
 
-    # 2. Writes: the flow record (once per flow), large parameters, the marker, the run.
-    flow = store.ensure_flow(Flow(name=request.flow_name))
+    # 2. Writes: the flow record (once per flow), large parameters, then the run (with its
+    # idempotency marker in the same transaction).
+    flow = store.ensure_flow(Flow(name=flow_name))
     run.flow_id = flow.id
     if len(encoded) > settings.parameters_inline_max_bytes:
         run.parameters = {}
         run.parameters_ref = store.put_blob(f"parameters/{run.id}.json", encoded)
-    if marker is not None:
-        winner = marker.claim(run)
-        if winner is not None:
-            return winner, False
-    try:
-        created = store.create_run(RunKind.FLOW, run)
-    except Exception:
-        recovered = marker.settle_failed_create(run) if marker is not None else None
-        if recovered is None:
-            raise
-        return recovered, True
+    if idempotency_key is not None:
+        return store.create_flow_run_idempotent(run, idempotency_key)
+    created = store.create_run(RunKind.FLOW, run)
     assert isinstance(created, FlowRun)
     return created, True
 
 
-class _IdempotencyMarker:
-    """``IDEMPOTENCY#<hash of flow name and key>`` in the objects table, written with a
-    conditional put before the run. It holds the whole run record, so if the process dies between
-    the marker and the run, the next request with the same key finishes the creation instead of
-    making a second run.
+def _earlier_run(store: Store, flow_name: str, key: str) -> FlowRun | None:
+    reader = getattr(store, "read_idempotent_run", None)
+    return reader(flow_name, key) if reader is not None else None
 
-    Uses the DynamoDB store's PynamoDB models directly: the ``Store`` interface has no
-    idempotent create yet (it should be one TransactWriteItems of marker + run).
-    """
 
-    def __init__(self, store: Store, flow_name: str, key: str) -> None:
-        from stratoflow.storage.dynamodb import DynamoDBStore
+def delete_flow_run(store: Store, flow_run_id: str) -> None:
+    """Remove the run, its task runs and its idempotency marker; ``ObjectNotFound`` if unknown."""
+    store.delete_flow_run(flow_run_id)
 
-        if not isinstance(store, DynamoDBStore):
-            raise ApiError("idempotency keys need the DynamoDB store", status_code=501)
-        self.store = store
-        self.model: Any = store.models.ObjectItem
-        digest = hashlib.sha256(json.dumps([flow_name, key]).encode()).hexdigest()
-        self.pk = f"IDEMPOTENCY#{digest}"
-        self.flow_name = flow_name
-        self.key = key
 
-    def _run_of(self, item: Any) -> FlowRun:
-        doc = json.loads(item.doc)
+def cancel_flow_run(store: Store, flow_run_id: str) -> FlowRun:
+    """Running/Pending -> Cancelling (the executor finishes it), Scheduled/Paused -> Cancelled.
+    A run already Cancelling is returned as it is; a finished run is refused (409, the rule's reason)."""
+    run = read_flow_run(store, flow_run_id)
+    if run.state_type == StateType.CANCELLING:
+        return run
+    proposed = Cancelling() if run.state_type in (StateType.RUNNING, StateType.PENDING) else Cancelled()
+    proposed.message = "cancelled through the API"
+    result, moved = set_run_state(store, RunKind.FLOW, run, proposed)
+    if result.status == ResponseStatus.ABORT:
+        raise TransitionRefused(result)
+    if result.status != ResponseStatus.ACCEPT:
+        raise Conflict(f"{result.rule}: {result.reason}", status=result.status.value, rule=result.rule,
+                       reason=result.reason)
+    assert isinstance(moved, FlowRun)
+    return moved
+
+
+def retry_flow_run(store: Store, flow_run_id: str) -> FlowRun:
+    """A finished run goes back to Scheduled (AwaitingRetry) for now, through the policy."""
+    run = read_flow_run(store, flow_run_id)
+    if run.state is None or not run.state.is_final():
+        raise Conflict(f"only a finished flow run can be retried; it is {run.state!r}",
+                       state=run.state.model_dump(mode="json") if run.state else None)
+    result, moved = set_run_state(store, RunKind.FLOW, run,
+                                  AwaitingRetry(message="retried through the API"))
+    if result.status == ResponseStatus.ABORT:
+        raise TransitionRefused(result)
+    if result.status != ResponseStatus.ACCEPT:
+        raise Conflict(f"{result.rule}: {result.reason}", status=result.status.value, rule=result.rule,
+                       reason=result.reason)
+    assert isinstance(moved, FlowRun)
+    return moved
+
+
+def filter_task_runs(store: Store, request: TaskRunFilter) -> list[TaskRun]:
+    runs = read_task_runs(store, request.flow_run_id)
+    if request.state_types:
+        wanted = set(request.state_types)
+        runs = [r for r in runs if r.state_type in wanted]
+    return runs[:request.limit]
+
+
+# -- flows ----------------------------------------------------------------------------------------
+def list_flows(store: Store, limit: int = 200) -> list[Flow]:
+    flows, _ = store.list_flows(limit=limit)
+    return flows
+
+
+# -- low-volume records ---------------------------------------------------------------------------
+DEPLOYMENT = "deployment"
+WORK_POOL = "work_pool"
+WORK_QUEUE = "work_queue"
+CONCURRENCY_LIMIT = "concurrency_limit"
+_DEPLOYMENT_IDS = uuid.UUID("7f3c1a52-4d0e-4c1b-9a57-5b2f0d7c9e11")
+_WRITE_ATTEMPTS = 5
+
+
+def deployment_id(flow_name: str, name: str) -> str:
+    """A deployment's id follows from its (flow name, name): a create is a put-if-absent."""
+    return str(uuid.uuid5(_DEPLOYMENT_IDS, json.dumps([flow_name, name])))
+
+
+def _all(store: Store, kind: str, prefix: str = "", limit: int = 10_000) -> list[StoredObject]:
+    out: list[StoredObject] = []
+    cursor: str | None = None
+    while len(out) < limit:
+        page = store.list_objects(kind, prefix=prefix, cursor=cursor, limit=min(1000, limit - len(out)))
+        out.extend(page.objects)
+        if page.next_cursor is None:
+            break
+        cursor = page.next_cursor
+    return out
+
+
+def _check_schema(schema: dict[str, Any]) -> None:
+    if not schema:
+        return
+    from jsonschema import SchemaError
+    from jsonschema.validators import validator_for
+
+    try:
+        validator_for(schema).check_schema(schema)
+    except SchemaError as exc:
+        where = "/".join(str(p) for p in exc.absolute_path)
+        raise Unprocessable(f"body.parameter_openapi_schema{'.' + where if where else ''}: not a valid JSON "
+                            f"Schema: {exc.message}") from None
+
+
+def validate_parameters(schema: dict[str, Any], parameters: dict[str, Any]) -> None:
+    """Raise 422 naming the first parameter that breaks the deployment's schema."""
+    if not schema:
+        return
+    from jsonschema.validators import validator_for
+
+    validator = validator_for(schema)(schema)
+    errors = sorted(validator.iter_errors(parameters), key=lambda e: [str(p) for p in e.absolute_path])
+    if not errors:
+        return
+    details = []
+    for err in errors:
+        path = [str(p) for p in err.absolute_path]
+        if not path and err.validator == "required":
+            missing = [p for p in err.validator_value if isinstance(p, str) and p not in parameters]
+            path = missing[:1]
+        if not path and err.validator == "additionalProperties":
+            extra = sorted(set(parameters) - set(schema.get("properties", {})))
+            path = extra[:1]
+        loc = ".".join(["parameters", *path])
+        details.append({"loc": loc, "msg": err.message, "type": str(err.validator)})
+    first = details[0]
+    more = f" (and {len(details) - 1} more)" if len(details) > 1 else ""
+    raise Unprocessable(f"{first['loc']}: {first['msg']}{more}", errors=details[:20])
+
+
+def upsert_deployment(store: Store, request: DeploymentCreate) -> tuple[Deployment, bool]:
+    """Create the deployment, or update the one with the same (flow_name, name), bumping its version."""
+    _check_schema(request.parameter_openapi_schema)
+    if request.work_pool_name is not None:
+        read_work_pool(store, request.work_pool_name)
+        if request.work_queue_name is not None:
+            read_work_queue(store, request.work_pool_name, request.work_queue_name)
+    elif request.work_queue_name is not None:
+        raise Unprocessable("body.work_queue_name: needs work_pool_name")
+    dep_id = deployment_id(request.flow_name, request.name)
+    fields = request.model_dump()
+    for _ in range(_WRITE_ATTEMPTS):
         try:
-            return read_flow_run(self.store, doc["flow_run_id"])
+            current = store.get_object(DEPLOYMENT, dep_id)
         except ObjectNotFound:
-            # The creator stopped between the marker and the run: finish its creation.
-            return self._create_or_read(FlowRun.model_validate(doc["run"]))
-
-    def _create_or_read(self, run: FlowRun) -> FlowRun:
-        from pynamodb.exceptions import PutError
-
-        try:
-            created = self.store.create_run(RunKind.FLOW, run)
-        except PutError as exc:
-            if not _conditional_failure(exc):
-                raise
-            return read_flow_run(self.store, run.id)
-        assert isinstance(created, FlowRun)
-        return created
-
-    def existing_run(self) -> FlowRun | None:
-        from pynamodb.exceptions import DoesNotExist
-
-        try:
-            item = self.model.get(self.pk, "-", consistent_read=True)
-        except DoesNotExist:
-            return None
-        return self._run_of(item)
-
-    def claim(self, run: FlowRun) -> FlowRun | None:
-        """Write the marker for ``run``; if another request won the key first, return its run."""
-        from pynamodb.exceptions import PutError
-
-        doc = {"flow_name": self.flow_name, "idempotency_key": self.key, "flow_run_id": run.id,
-               "run": run.model_dump(mode="json")}
-        item = self.model(self.pk, "-", doc=json.dumps(doc, separators=(",", ":")))
-        for _ in range(3):
+            deployment = Deployment(id=dep_id, **fields)
             try:
-                item.save(condition=self.model.pk.does_not_exist())
-                return None
-            except PutError as exc:
-                if not _conditional_failure(exc):
-                    raise
-            winner = self.existing_run()
-            if winner is not None:
-                return winner
-            # The winner's marker vanished again (its create failed and was rolled back): try again.
-        raise Conflict("concurrent creates with this idempotency key keep failing; retry later")
-
-    def settle_failed_create(self, run: FlowRun) -> FlowRun | None:
-        """The run's write failed after the marker was written. If a concurrent request finished
-        the creation from the marker, return that run; otherwise remove the marker (so nothing is
-        left behind) and return None for the caller to re-raise the failure."""
+                store.put_object(DEPLOYMENT, dep_id, deployment.model_dump(mode="json"), must_not_exist=True)
+            except ObjectAlreadyExists:
+                continue
+            return deployment, True
+        # An update changes the fields the request names; the others keep their stored values.
+        given = request.model_dump(exclude_unset=True)
+        old = Deployment.model_validate(current.doc)
+        deployment = Deployment(**{**old.model_dump(), **given, "version": current.version + 1, "updated": now()})
         try:
-            return read_flow_run(self.store, run.id)
+            store.put_object(DEPLOYMENT, dep_id, deployment.model_dump(mode="json"),
+                             expected_version=current.version)
+        except (ObjectVersionConflict, ObjectNotFound):
+            continue
+        return deployment, False
+    raise Conflict("the deployment keeps changing concurrently; retry later")
+
+
+def read_deployment(store: Store, dep_id: str) -> Deployment:
+    return Deployment.model_validate(store.get_object(DEPLOYMENT, dep_id).doc)
+
+
+def find_deployment(store: Store, name_or_id: str) -> Deployment:
+    """By id, or by ``flow-name/deployment-name``."""
+    if "/" in name_or_id:
+        flow_name, _, name = name_or_id.partition("/")
+        try:
+            return read_deployment(store, deployment_id(flow_name, name))
         except ObjectNotFound:
-            pass
-        # If this fails too, the marker stays as a record of intent: the next request with the key
-        # completes the creation from it.
-        with contextlib.suppress(Exception):
-            self.model(self.pk, "-").delete(condition=self.model.doc.contains(run.id))
-        return None
+            raise ObjectNotFound("deployment", name_or_id) from None
+    return read_deployment(store, name_or_id)
 
 
-def _conditional_failure(exc: Exception) -> bool:
-    return getattr(exc, "cause_response_code", None) == "ConditionalCheckFailedException"
+def filter_deployments(store: Store, request: DeploymentFilter) -> list[Deployment]:
+    out = []
+    for obj in _all(store, DEPLOYMENT):
+        dep = Deployment.model_validate(obj.doc)
+        if request.flow_name is not None and dep.flow_name != request.flow_name:
+            continue
+        if request.work_pool_name is not None and dep.work_pool_name != request.work_pool_name:
+            continue
+        if request.paused is not None and dep.paused != request.paused:
+            continue
+        if request.tags and not set(request.tags) <= set(dep.tags):
+            continue
+        out.append(dep)
+    out.sort(key=lambda d: (d.flow_name, d.name))
+    return out[:request.limit]
+
+
+def set_deployment_paused(store: Store, dep_id: str, paused: bool) -> Deployment:
+    for _ in range(_WRITE_ATTEMPTS):
+        current = store.get_object(DEPLOYMENT, dep_id)
+        dep = Deployment.model_validate(current.doc)
+        if dep.paused == paused:
+            return dep
+        dep = dep.model_copy(update={"paused": paused, "version": current.version + 1, "updated": now()})
+        try:
+            store.put_object(DEPLOYMENT, dep_id, dep.model_dump(mode="json"), expected_version=current.version)
+        except ObjectVersionConflict:
+            continue
+        return dep
+    raise Conflict("the deployment keeps changing concurrently; retry later")
+
+
+def create_deployment_flow_run(store: Store, settings: Settings, dep_id: str,
+                               request: DeploymentRunCreate) -> tuple[FlowRun, bool]:
+    """A run of the deployment: parameters merged over its defaults and checked against its
+    schema; a paused deployment refuses (409)."""
+    dep = read_deployment(store, dep_id)
+    if dep.paused:
+        raise Conflict(f"deployment {dep.flow_name}/{dep.name} is paused; resume it to create runs",
+                       deployment_id=dep.id)
+    parameters = {**dep.parameters, **request.parameters}
+    validate_parameters(dep.parameter_openapi_schema, parameters)
+    return _create_flow_run(store, settings, flow_name=dep.flow_name, name=request.name, parameters=parameters,
+                            tags=[*dep.tags, *request.tags], state=request.state,
+                            idempotency_key=request.idempotency_key, deployment=dep)
+
+
+# -- work pools and queues ------------------------------------------------------------------------
+def create_work_pool(store: Store, request: WorkPoolCreate) -> WorkPool:
+    pool = WorkPool(name=request.name, type=request.type, description=request.description,
+                    concurrency_limit=request.concurrency_limit)
+    try:
+        store.put_object(WORK_POOL, pool.name, pool.model_dump(mode="json"), must_not_exist=True)
+    except ObjectAlreadyExists:
+        raise Conflict(f"work pool {pool.name!r} already exists", name=pool.name) from None
+    return pool
+
+
+def read_work_pool(store: Store, name: str) -> WorkPool:
+    return WorkPool.model_validate(store.get_object(WORK_POOL, name).doc)
+
+
+def list_work_pools(store: Store) -> list[WorkPool]:
+    return [WorkPool.model_validate(o.doc) for o in _all(store, WORK_POOL)]
+
+
+def set_work_pool_paused(store: Store, name: str, paused: bool) -> WorkPool:
+    for _ in range(_WRITE_ATTEMPTS):
+        current = store.get_object(WORK_POOL, name)
+        pool = WorkPool.model_validate(current.doc)
+        if pool.paused == paused:
+            return pool
+        pool = pool.model_copy(update={"paused": paused})
+        try:
+            store.put_object(WORK_POOL, name, pool.model_dump(mode="json"), expected_version=current.version)
+        except ObjectVersionConflict:
+            continue
+        return pool
+    raise Conflict("the work pool keeps changing concurrently; retry later")
+
+
+def create_work_queue(store: Store, pool_name: str, request: WorkQueueCreate) -> WorkQueue:
+    read_work_pool(store, pool_name)
+    queue = WorkQueue(name=request.name, work_pool_name=pool_name, priority=request.priority,
+                      concurrency_limit=request.concurrency_limit)
+    try:
+        store.put_object(WORK_QUEUE, f"{pool_name}/{queue.name}", queue.model_dump(mode="json"),
+                         must_not_exist=True)
+    except ObjectAlreadyExists:
+        raise Conflict(f"work queue {queue.name!r} already exists in pool {pool_name!r}", name=queue.name) from None
+    return queue
+
+
+def read_work_queue(store: Store, pool_name: str, name: str) -> WorkQueue:
+    try:
+        return WorkQueue.model_validate(store.get_object(WORK_QUEUE, f"{pool_name}/{name}").doc)
+    except ObjectNotFound:
+        raise ObjectNotFound("work queue", f"{pool_name}/{name}") from None
+
+
+def list_work_queues(store: Store, pool_name: str) -> list[WorkQueue]:
+    read_work_pool(store, pool_name)
+    queues = [WorkQueue.model_validate(o.doc) for o in _all(store, WORK_QUEUE, prefix=f"{pool_name}/")]
+    return sorted(queues, key=lambda q: (q.priority, q.name))
+
+
+# -- concurrency limits ---------------------------------------------------------------------------
+def upsert_concurrency_limit(store: Store, request: ConcurrencyLimitCreate) -> tuple[ConcurrencyLimit, bool]:
+    """Create the limit of ``tag``, or change its limit (the slots held stay held)."""
+    for _ in range(_WRITE_ATTEMPTS):
+        try:
+            current = store.get_object(CONCURRENCY_LIMIT, request.tag)
+        except ObjectNotFound:
+            limit = ConcurrencyLimit(tag=request.tag, limit=request.limit)
+            try:
+                store.put_object(CONCURRENCY_LIMIT, limit.tag, limit.model_dump(mode="json"), must_not_exist=True)
+            except ObjectAlreadyExists:
+                continue
+            return limit, True
+        limit = ConcurrencyLimit.model_validate(current.doc).model_copy(
+            update={"limit": request.limit, "version": current.version + 1, "updated": now()})
+        try:
+            store.put_object(CONCURRENCY_LIMIT, limit.tag, limit.model_dump(mode="json"),
+                             expected_version=current.version)
+        except (ObjectVersionConflict, ObjectNotFound):
+            continue
+        return limit, False
+    raise Conflict("the concurrency limit keeps changing concurrently; retry later")
+
+
+def read_concurrency_limit(store: Store, tag: str) -> ConcurrencyLimit:
+    return ConcurrencyLimit.model_validate(store.get_object(CONCURRENCY_LIMIT, tag).doc)
+
+
+def list_concurrency_limits(store: Store) -> list[ConcurrencyLimit]:
+    return [ConcurrencyLimit.model_validate(o.doc) for o in _all(store, CONCURRENCY_LIMIT)]
+
+
+def delete_concurrency_limit(store: Store, tag: str) -> None:
+    store.delete_object(CONCURRENCY_LIMIT, tag)
 
 
 # -- logs ---------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
-from stratoflow.models import Log
+from stratoflow.models import Log, WorkPoolType
 from stratoflow.orchestration import OrchestrationResult, ResponseStatus
 from stratoflow.states import State, StateDetails, StateType, now
 
@@ -147,3 +147,73 @@ class ErrorOut(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     error: str
+
+
+# -- deployments, work pools, concurrency limits, task-run filters ---------------------------------
+# Work pool and queue names become SQS queue names (a later issue), so they keep to SQS's alphabet.
+PoolName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$",
+                                description="letters, digits, '-' and '_' (it names the pool's SQS queue)")]
+
+
+class DeploymentCreate(_Body):
+    """Create the deployment of ``flow_name`` called ``name``, or update it (bumping ``version``)."""
+
+    name: Name
+    flow_name: Name
+    description: str | None = Field(default=None, max_length=MAX_STATE_MESSAGE_LENGTH)
+    entrypoint: str | None = Field(default=None, max_length=1024, description="path/to/file.py:flow_function")
+    package_uri: str | None = Field(default=None, max_length=2048)
+    package_sha256: str | None = Field(default=None, max_length=64)
+    parameters: dict[str, Any] = Field(default_factory=dict, description="defaults for every run")
+    parameter_openapi_schema: dict[str, Any] = Field(
+        default_factory=dict, description="JSON Schema the merged parameters of a run must satisfy")
+    work_pool_name: PoolName | None = None
+    work_queue_name: PoolName | None = None
+    tags: list[Name] = Field(default_factory=list, max_length=100)
+    paused: bool = False
+    concurrency_limit: int | None = Field(default=None, ge=0)
+
+
+class DeploymentFilter(_Body):
+    flow_name: Name | None = None
+    work_pool_name: PoolName | None = None
+    paused: bool | None = None
+    tags: list[Name] | None = Field(default=None, max_length=100, description="deployments with all of these tags")
+    limit: int = Field(default=200, ge=1, le=1000)
+
+
+class DeploymentRunCreate(_Body):
+    name: Name | None = Field(default=None, description="the run's name; generated when omitted")
+    parameters: dict[str, Any] = Field(default_factory=dict, description="merged over the deployment's defaults")
+    tags: list[Name] = Field(default_factory=list, max_length=100, description="added to the deployment's tags")
+    state: StateIn | None = Field(default=None, description="initial state; default Scheduled for now")
+    idempotency_key: Name | None = Field(
+        default=None, description="a second create with the same flow name and key returns the first run")
+
+
+class TaskRunFilter(_Body):
+    flow_run_id: Name
+    state_types: list[StateType] | None = Field(default=None, max_length=len(StateType))
+    limit: int = Field(default=1000, ge=1, le=10000)
+
+
+class WorkPoolCreate(_Body):
+    name: PoolName
+    type: WorkPoolType = WorkPoolType.LAMBDA
+    description: str | None = Field(default=None, max_length=MAX_STATE_MESSAGE_LENGTH)
+    concurrency_limit: int | None = Field(default=None, ge=0)
+
+
+class WorkQueueCreate(_Body):
+    name: PoolName
+    priority: int = Field(default=1, ge=1, le=1000, description="1 is served first")
+    concurrency_limit: int | None = Field(default=None, ge=0)
+
+
+class ConcurrencyLimitCreate(_Body):
+    tag: Name
+    limit: int = Field(ge=0, description="task runs with this tag that may run at once (0 blocks them)")
+
+
+class Deleted(BaseModel):
+    deleted: str

@@ -64,6 +64,8 @@ API_ID = "stratoflowd"  # requestContext.apiId
 MAX_REQUEST_BYTES = 10 * 1024 * 1024  # API Gateway's payload limit
 INTEGRATION_TIMEOUT = 30.0  # API Gateway HTTP API's longest integration timeout
 STOP_TIMEOUT = 5.0
+# Response header with the invocation's duration in ms (the handler alone: no HTTP parsing or transport).
+HANDLER_MS_HEADER = "x-stratoflow-handler-ms"
 
 # Content types whose bodies API Gateway passes as text; every other body (also one without a
 # content type, and form posts) reaches the function base64-encoded with isBase64Encoded true.
@@ -465,6 +467,9 @@ class _ApiRequestHandler(BaseHTTPRequestHandler):
                 raise _EarlyResponse(413, "Request Entity Too Large")
             result = stack.invoke(event)
             response = response_from_invocation(result)
+            if not result.abandoned:  # the handler's own time (run + marshal), without HTTP or queueing
+                response = response._replace(headers=[*response.headers, (HANDLER_MS_HEADER,
+                                                                           f"{result.duration_ms:.3f}")])
         except _EarlyResponse as early:
             response = _json_response(early.status, {"message": early.message})
         except Exception as exc:  # the stack's own failure: still an answer, and a trace in the log

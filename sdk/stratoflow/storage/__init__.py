@@ -6,7 +6,14 @@ __all__ = ["LogPage", "Store", "get_store"]
 
 
 def get_store() -> Store:
-    """The process's store for the current settings (embedded moto or real AWS)."""
+    """The process's store for the current settings: over the API when ``STRATOFLOW_API_URL``
+    is set, else DynamoDB + S3 directly (embedded moto or real AWS)."""
+    from stratoflow.settings import get_settings
+
+    if get_settings().api_url:
+        from stratoflow.storage.api_store import get_api_store
+
+        return get_api_store()
     from stratoflow.storage.dynamodb import get_dynamodb_store
 
     return get_dynamodb_store()

@@ -11,7 +11,9 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
+from stratoflow.exceptions import StratoflowError
 from stratoflow.models import CacheEntry, Flow, FlowRun, Log, TaskRun
 from stratoflow.orchestration import RunKind
 from stratoflow.states import State, StateType
@@ -24,6 +26,33 @@ class LogPage:
     next_cursor: str | None
 
 
+@dataclass(frozen=True)
+class StoredObject:
+    """A low-volume record of the objects table: its JSON document and its version (1, 2, ...)."""
+
+    kind: str
+    key: str
+    doc: dict[str, Any]
+    version: int
+
+
+@dataclass(frozen=True)
+class ObjectPage:
+    objects: list[StoredObject]
+    # Pass back as ``cursor`` for the next page; None when this page was the last.
+    next_cursor: str | None
+
+
+class ObjectVersionConflict(StratoflowError):
+    """A conditional write of an object found another version than the one expected."""
+
+    def __init__(self, kind: str, key: str, expected: int | None) -> None:
+        super().__init__(f"{kind} {key!r} changed concurrently (expected version {expected}); read it and retry")
+        self.kind = kind
+        self.key = key
+        self.expected = expected
+
+
 class Store(ABC):
     # -- flows ------------------------------------------------------------------------------
     @abstractmethod
@@ -32,6 +61,33 @@ class Store(ABC):
 
     @abstractmethod
     def read_flow(self, name: str) -> Flow: ...
+
+    def list_flows(self, *, cursor: str | None = None, limit: int = 200) -> tuple[list[Flow], str | None]:
+        """Flows by name, a page at a time; returns ``(flows, next_cursor)``."""
+        raise NotImplementedError
+
+    # -- low-volume records (deployments, work pools/queues, concurrency limits) ------------
+    # ``kind`` names the record type ("deployment"), ``key`` the record within it. Writes are
+    # single conditional puts: ``must_not_exist`` raises ``ObjectAlreadyExists`` when the key
+    # is taken; ``expected_version`` raises ``ObjectVersionConflict`` unless the stored version
+    # is that one (``ObjectNotFound`` when there is none).
+    def put_object(self, kind: str, key: str, doc: dict[str, Any], *, must_not_exist: bool = False,
+                   expected_version: int | None = None) -> StoredObject:
+        """Write the record; returns it with its new version."""
+        raise NotImplementedError
+
+    def get_object(self, kind: str, key: str) -> StoredObject:
+        """The record (strongly consistent); ``ObjectNotFound`` when there is none."""
+        raise NotImplementedError
+
+    def list_objects(self, kind: str, *, prefix: str = "", cursor: str | None = None,
+                     limit: int = 100) -> ObjectPage:
+        """Records of ``kind`` whose key starts with ``prefix``, in key order, a page at a time."""
+        raise NotImplementedError
+
+    def delete_object(self, kind: str, key: str, *, expected_version: int | None = None) -> None:
+        """Remove the record; ``ObjectNotFound`` when there is none."""
+        raise NotImplementedError
 
     # -- runs -------------------------------------------------------------------------------
     @abstractmethod
@@ -78,6 +134,17 @@ class Store(ABC):
 
     @abstractmethod
     def list_task_runs(self, flow_run_id: str) -> list[TaskRun]: ...
+
+    def create_flow_run_idempotent(self, run: FlowRun, key: str) -> tuple[FlowRun, bool]:
+        """Create ``run`` unless a run of its flow was already created with idempotency key
+        ``key``: one atomic write of the key's marker (put-if-absent) and the run (put-if-absent).
+        Returns ``(run, True)``, or ``(the earlier run, False)`` when the key was taken."""
+        raise NotImplementedError
+
+    def delete_flow_run(self, flow_run_id: str) -> None:
+        """Remove the flow run, its task runs and its idempotency marker (``ObjectNotFound``
+        when the run does not exist)."""
+        raise NotImplementedError
 
     # -- logs -------------------------------------------------------------------------------
     @abstractmethod

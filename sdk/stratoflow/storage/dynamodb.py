@@ -8,8 +8,10 @@ Tables, from the access patterns:
     ``by-flow`` (flow_name, created), ``by-day`` (created_day, created): recent runs.
 ``<prefix>-task-runs``  hash ``id``. GSI ``by-flow-run`` (flow_run_id, created).
 ``<prefix>-logs``       hash ``run_id`` (the flow run), range ``sk`` = time#writer#seq, TTL.
-``<prefix>-objects``    hash ``pk``, range ``sk``: flows, cache entries (TTL) and, later,
-    deployments, work pools and concurrency limits (single-table for low-volume records).
+``<prefix>-objects``    hash ``pk``, range ``sk``: flows (``FLOW#<name>``), cache entries (TTL),
+    idempotency markers (``IDEMPOTENCY#<hash>``) and the low-volume records of ``put_object``:
+    pk ``OBJ#<kind>``, sk the record's key (deployments, work pools/queues, concurrency limits),
+    so listing a kind is one Query, paged in key order.
 
 A run item holds the record as JSON (``doc``), its state history as a list, and the few
 attributes the indexes and conditions need. Writes use PynamoDB's VersionAttribute: every
@@ -19,6 +21,8 @@ transition is one UpdateItem conditioned on the version and the allowed from-sta
 from __future__ import annotations
 
 import atexit
+import contextlib
+import hashlib
 import json
 import threading
 import uuid
@@ -34,17 +38,17 @@ from pynamodb.attributes import (
     UnicodeAttribute,
     VersionAttribute,
 )
-from pynamodb.exceptions import DoesNotExist, PutError
+from pynamodb.exceptions import DeleteError, DoesNotExist, PutError, TransactWriteError
 from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
 from pynamodb.models import Model
 
 from stratoflow import _aws
-from stratoflow.exceptions import ObjectNotFound, StaleRunError, StratoflowError
+from stratoflow.exceptions import ObjectAlreadyExists, ObjectNotFound, StaleRunError, StratoflowError
 from stratoflow.models import CacheEntry, Flow, FlowRun, Log, TaskRun
 from stratoflow.orchestration import RunKind
 from stratoflow.settings import Settings, get_settings
 from stratoflow.states import State, StateType
-from stratoflow.storage.base import LogPage, Store
+from stratoflow.storage.base import LogPage, ObjectPage, ObjectVersionConflict, Store, StoredObject
 from stratoflow.storage.outbox import TaskRunOutbox, recover
 
 STATE_SHARDS = 4
@@ -155,6 +159,9 @@ class _Models:
             sk = UnicodeAttribute(range_key=True)
             doc = UnicodeAttribute()
             expires_at = TTLAttribute(null=True)
+            # Set by put_object (not a VersionAttribute: flows and cache entries are written
+            # without one, and put_object states its own conditions).
+            version = NumberAttribute(null=True)
 
         self.FlowRunItem = FlowRunItem
         self.TaskRunItem = TaskRunItem
@@ -246,6 +253,85 @@ class DynamoDBStore(Store):
         except DoesNotExist:
             raise ObjectNotFound("flow", name) from None
         return Flow.model_validate_json(item.doc)
+
+    def list_flows(self, *, cursor: str | None = None, limit: int = 200) -> tuple[list[Flow], str | None]:
+        # Flows are keyed FLOW#<name> (one partition each), so this is a filtered Scan: fine for
+        # the few hundred flows a team has; it reads cache entries too, page by page.
+        m = self.models.ObjectItem
+        flows: list[Flow] = []
+        for item in m.scan(m.pk.startswith("FLOW#"), consistent_read=True):
+            flows.append(Flow.model_validate_json(item.doc))
+        flows.sort(key=lambda f: f.name)
+        # A Scan has no order across pages: read every page, then cut in name order.
+        if cursor:
+            flows = [f for f in flows if f.name > cursor]
+        page = flows[:limit]
+        return page, (page[-1].name if len(flows) > limit else None)
+
+    # -- low-volume records ---------------------------------------------------------------
+    @staticmethod
+    def _object_pk(kind: str) -> str:
+        return f"OBJ#{kind}"
+
+    def _stored(self, kind: str, item: Any) -> StoredObject:
+        return StoredObject(kind=kind, key=item.sk, doc=json.loads(item.doc), version=int(item.version or 1))
+
+    def put_object(self, kind: str, key: str, doc: dict[str, Any], *, must_not_exist: bool = False,
+                   expected_version: int | None = None) -> StoredObject:
+        m = self.models.ObjectItem
+        version = 1 if expected_version is None else expected_version + 1
+        doc = {**doc, "version": version} if "version" in doc else doc
+        item = m(self._object_pk(kind), key, doc=json.dumps(doc, separators=(",", ":"), default=str),
+                 version=version)
+        condition: Any = None
+        if must_not_exist:
+            condition = m.pk.does_not_exist()
+        elif expected_version is not None:
+            condition = m.version == expected_version
+        try:
+            item.save(condition=condition)
+        except PutError as exc:
+            if not _conditional_failure(exc):
+                raise
+            if must_not_exist:
+                raise ObjectAlreadyExists(f"{kind} {key!r} already exists") from None
+            self.get_object(kind, key)  # ObjectNotFound when it is gone
+            raise ObjectVersionConflict(kind, key, expected_version) from None
+        return StoredObject(kind=kind, key=key, doc=doc, version=version)
+
+    def get_object(self, kind: str, key: str) -> StoredObject:
+        try:
+            item = self.models.ObjectItem.get(self._object_pk(kind), key, consistent_read=True)
+        except DoesNotExist:
+            raise ObjectNotFound(kind.replace("_", " "), key) from None
+        return self._stored(kind, item)
+
+    def list_objects(self, kind: str, *, prefix: str = "", cursor: str | None = None,
+                     limit: int = 100) -> ObjectPage:
+        m = self.models.ObjectItem
+        condition: Any = None
+        if prefix:
+            lower = f"{cursor}\x00" if cursor and cursor >= prefix else prefix
+            condition = m.sk.between(lower, prefix + "\U0010ffff")
+        elif cursor:
+            condition = m.sk > cursor
+        items = list(m.query(self._object_pk(kind), condition, limit=limit + 1, consistent_read=True))
+        objects = [self._stored(kind, it) for it in items[:limit]]
+        more = len(items) > limit
+        return ObjectPage(objects, objects[-1].key if more and objects else None)
+
+    def delete_object(self, kind: str, key: str, *, expected_version: int | None = None) -> None:
+        m = self.models.ObjectItem
+        condition: Any = m.pk.exists()
+        if expected_version is not None:
+            condition = condition & (m.version == expected_version)
+        try:
+            m(self._object_pk(kind), key).delete(condition=condition)
+        except DeleteError as exc:
+            if not _conditional_failure(exc):
+                raise
+            self.get_object(kind, key)
+            raise ObjectVersionConflict(kind, key, expected_version) from None
 
     # -- runs -------------------------------------------------------------------------------
     def _model(self, kind: RunKind) -> Any:
@@ -368,6 +454,87 @@ class DynamoDBStore(Store):
                 and (deployment_id is None or r.deployment_id == deployment_id)]
         runs.sort(key=lambda r: r.created, reverse=True)
         return runs[:limit]
+
+    @staticmethod
+    def idempotency_pk(flow_name: str, key: str) -> str:
+        digest = hashlib.sha256(json.dumps([flow_name, key]).encode()).hexdigest()
+        return f"IDEMPOTENCY#{digest}"
+
+    def create_flow_run_idempotent(self, run: FlowRun, key: str) -> tuple[FlowRun, bool]:
+        from pynamodb.transactions import TransactWrite
+
+        m = self.models.ObjectItem
+        pk = self.idempotency_pk(run.flow_name, key)
+        run = run.model_copy(update={"idempotency_key": key})
+        doc = {"flow_name": run.flow_name, "idempotency_key": key, "flow_run_id": run.id,
+               "run": run.model_dump(mode="json")}
+        marker = m(pk, "-", doc=json.dumps(doc, separators=(",", ":")))
+        item = self._item(RunKind.FLOW, run, None)
+        connection = self.models.FlowRunItem._get_connection().connection
+        for _ in range(3):
+            try:
+                with TransactWrite(connection=connection) as transaction:
+                    transaction.save(marker, condition=m.pk.does_not_exist())
+                    # The run's VersionAttribute adds "version does not exist" (a new item).
+                    transaction.save(item)
+                return run.model_copy(update={"version": item.version}), True
+            except TransactWriteError as exc:
+                reasons = getattr(exc, "cancellation_reasons", None) or []
+                first = reasons[0] if reasons else None
+                if first is None or getattr(first, "code", None) != "ConditionalCheckFailed":
+                    raise
+            earlier = self._run_of_marker(pk)
+            if earlier is not None:
+                return earlier, False
+            # The marker vanished again (its run was deleted meanwhile): try again.
+        raise StratoflowError(f"concurrent creates with idempotency key {key!r} keep conflicting; retry later")
+
+    def read_idempotent_run(self, flow_name: str, key: str) -> FlowRun | None:
+        """The run an earlier create with this flow name and idempotency key made, if any."""
+        return self._run_of_marker(self.idempotency_pk(flow_name, key))
+
+    def _run_of_marker(self, pk: str) -> FlowRun | None:
+        m = self.models.ObjectItem
+        try:
+            marker = m.get(pk, "-", consistent_read=True)
+        except DoesNotExist:
+            return None
+        doc = json.loads(marker.doc)
+        try:
+            run = self.read_run(RunKind.FLOW, doc["flow_run_id"])
+        except ObjectNotFound:
+            # A marker written by the earlier two-write create whose run never landed: finish
+            # that creation from the run the marker holds.
+            pending = FlowRun.model_validate(doc["run"])
+            try:
+                run = self.create_run(RunKind.FLOW, pending)
+            except PutError as exc:
+                if not _conditional_failure(exc):
+                    raise
+                run = self.read_run(RunKind.FLOW, pending.id)
+        assert isinstance(run, FlowRun)
+        return run
+
+    def delete_flow_run(self, flow_run_id: str) -> None:
+        run = self.read_run(RunKind.FLOW, flow_run_id)
+        assert isinstance(run, FlowRun)
+        tasks = self.list_task_runs(flow_run_id)
+        if tasks:
+            with self.models.TaskRunItem.batch_write() as batch:
+                for task in tasks:
+                    batch.delete(self.models.TaskRunItem(task.id))  # BatchWrite deletes are unconditional
+        if run.idempotency_key is not None:
+            m = self.models.ObjectItem
+            with contextlib.suppress(DeleteError):
+                m(self.idempotency_pk(run.flow_name, run.idempotency_key), "-").delete(
+                    condition=m.doc.contains(run.id))
+        try:
+            self.models.FlowRunItem(flow_run_id).delete(condition=self.models.FlowRunItem.id.exists(),
+                                                        add_version_condition=False)
+        except DeleteError as exc:
+            if not _conditional_failure(exc):
+                raise
+            raise ObjectNotFound("flow run", flow_run_id) from None
 
     def list_task_runs(self, flow_run_id: str) -> list[TaskRun]:
         self.flush()

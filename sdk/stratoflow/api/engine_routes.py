@@ -1,0 +1,246 @@
+"""Routes the run engine needs to work through the API (``stratoflow.storage.api_store``).
+
+The engine decides transitions locally (as it does over the store) and sends the outcome; the
+server never trusts it: every state it is asked to record is re-proposed to the orchestration
+policy, from the stored run (a commit) or from an empty run (a create), and anything the policy
+would not have produced is refused with 409 and the rule's reason. Writes are the store's
+conditional writes, so a lost race answers 409 with the current record (``current``).
+
+=====================================  =====================================================
+POST /flows/ensure                     create the flow record if absent; the stored one
+                                       (GET /flows/<name> is in app.py)
+POST /runs/<kind>/create               a new flow/task run with its state history (replayed)
+GET  /runs/<kind>/<id>                 a run
+POST /runs/<kind>/<id>/commit          new states onto the stored run (version-checked)
+GET  /cache/<key>, PUT /cache/<key>    task cache entries
+=====================================  =====================================================
+"""
+
+import threading
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from stratoflow.models import CacheEntry, Flow, FlowRun, TaskRun
+from stratoflow.orchestration import RunKind
+from stratoflow.states import State, StateType
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.event_handler import APIGatewayHttpResolver
+
+MAX_STATES_PER_REQUEST = 200
+_RESET: dict[str, Any] = {"state": None, "state_history": [], "run_count": 0, "start_time": None, "end_time": None,
+          "total_run_time": 0.0}
+
+
+class CommitIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    run: dict[str, Any] = Field(description="the run record after the transition")
+    new_states: list[State] = Field(min_length=1, max_length=MAX_STATES_PER_REQUEST)
+    expected_version: int = Field(ge=1)
+    allowed_from: list[StateType | None] = Field(max_length=len(StateType) + 1)
+
+
+class CacheEntryIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    state: State
+    expiration: Any = None
+
+
+def _model(kind: RunKind) -> "type[FlowRun] | type[TaskRun]":
+    return FlowRun if kind == RunKind.FLOW else TaskRun
+
+
+def _parse_kind(kind: str) -> RunKind:
+    from stratoflow.api.errors import Unprocessable
+
+    try:
+        return RunKind(kind)
+    except ValueError:
+        raise Unprocessable(f"path.kind: unknown run kind {kind!r}; use 'flow' or 'task'") from None
+
+
+def _parse_run(kind: RunKind, data: dict[str, Any], where: str) -> FlowRun | TaskRun:
+    from pydantic import ValidationError
+
+    from stratoflow.api.errors import Unprocessable, describe_validation_errors
+
+    try:
+        return _model(kind).model_validate(data)
+    except ValidationError as exc:
+        line, details = describe_validation_errors(
+            [{**e, "loc": (where, *e.get("loc", ()))} for e in exc.errors()])
+        raise Unprocessable(line, errors=details) from None
+
+
+def replay(kind: RunKind, run: FlowRun | TaskRun, states: Sequence[State]) -> FlowRun | TaskRun:
+    """``run`` moved through ``states``, each accepted by the policy as it stands; raises
+    ``TransitionRefused`` (409) for the first one the policy would not have produced."""
+    from dataclasses import replace
+
+    from stratoflow.exceptions import TransitionRefused
+    from stratoflow.orchestration import (
+        OrchestrationContext,
+        ResponseStatus,
+        apply_transition,
+        orchestrate,
+    )
+    from stratoflow.services import policy_for
+    from stratoflow.states import now
+
+    policy = policy_for(kind)
+    for state in states:
+        proposed = state.model_copy(deep=True)
+        # Judged now: the engine proposes a retry's Running only once its scheduled time has
+        # come (it may reuse a proposal made earlier, so the state's own timestamp can be older).
+        at = now()
+        # Cache lookups are the engine's decision (the entry may have expired since); the
+        # parent flow's state is checked by the engine when the task starts.
+        ctx = OrchestrationContext(kind=kind, run=run, proposed_state=proposed, now=at)
+        result = orchestrate(ctx, policy)
+        if result.status != ResponseStatus.ACCEPT:
+            wanted = "ABORT" if result.status == ResponseStatus.ABORT else f"{result.status.value} (not ACCEPT)"
+            reason = result.reason or "refused"
+            raise TransitionRefused(replace(result, status=ResponseStatus.ABORT, rule=result.rule or "policy",
+                                            reason=f"{state.type.value} was refused: {wanted}: {reason}"))
+        run = apply_transition(run, state)
+    return run
+
+
+# Flow runs this environment has seen exist: a flow's many task runs are checked once (a Lambda
+# environment is reused across requests). Only existence is cached, never state.
+_known_flow_runs: dict[str, None] = {}
+_KNOWN_MAX = 10_000
+
+
+_known_lock = threading.Lock()
+
+
+def _remember_flow_run(flow_run_id: str) -> None:
+    with _known_lock:
+        if len(_known_flow_runs) >= _KNOWN_MAX:
+            _known_flow_runs.pop(next(iter(_known_flow_runs)))
+        _known_flow_runs[flow_run_id] = None
+
+
+def _same_states(a: Sequence[State], b: Sequence[State]) -> bool:
+    return [s.id for s in a] == [s.id for s in b]
+
+
+def register(app: "APIGatewayHttpResolver") -> None:
+    """Add the engine routes to ``app`` (called once from ``build_app``)."""
+    from aws_lambda_powertools.event_handler import Response, content_types
+    from aws_lambda_powertools.event_handler.openapi.params import Body, Path
+
+    from stratoflow.api.errors import Conflict, NotFound, Unprocessable, error_body
+    from stratoflow.api.schemas import ErrorOut
+    from stratoflow.exceptions import StaleRunError
+    from stratoflow.storage import get_store
+
+    JSON = content_types.APPLICATION_JSON
+    Kind = Annotated[Literal["flow", "task"], Path(description="flow or task")]
+    texts = {400: "malformed JSON", 404: "unknown id", 409: "refused by the policy (rule and reason), or a lost "
+             "race (`current` holds the stored run)", 413: "body over 1 MiB", 415: "body is not application/json",
+             422: "invalid field (named)", 500: "internal error (logged)"}
+
+    def responses(ok: int, model: Any, description: str, *errors: int) -> dict[int, Any]:
+        out: dict[int, Any] = {ok: {"description": description, "content": {JSON: {"model": model}}}}
+        for code in (*errors, 422, 500):
+            out[code] = {"description": texts[code], "content": {JSON: {"model": ErrorOut}}}
+        return out
+
+    body_errors = (400, 413, 415)
+    RunId = Annotated[str, Path(description="run id", min_length=1, max_length=256)]
+    Key = Annotated[str, Path(description="cache key or flow name", min_length=1, max_length=1024)]
+
+    def stale(exc: StaleRunError) -> Response[Any]:
+        current = exc.current
+        return Response(status_code=409, content_type=JSON, body=error_body(
+            str(exc), current=current.model_dump(mode="json"), kind=type(current).__name__))
+
+    @app.post("/flows/ensure", tags=["engine"], summary="Create the flow record if absent; the stored one",
+              responses=responses(200, Flow, "the stored flow", *body_errors))
+    def ensure_flow(body: Flow) -> Flow:
+        return get_store().ensure_flow(body)
+
+    @app.post("/runs/<kind>/create", tags=["engine"], status_code=201,
+              summary="Create a run with its state history, replayed through the policy",
+              responses=responses(201, dict[str, Any], "the created run", *body_errors, 404, 409))
+    def create_run(kind: Kind, body: Annotated[dict[str, Any], Body()]) -> Response[Any]:
+        run_kind = _parse_kind(kind)
+        run = _parse_run(run_kind, body, "body")
+        if not run.state_history:
+            raise Unprocessable("body.state_history: a run is created with at least one state")
+        if run.state is not None and run.state.id != run.state_history[-1].id:
+            raise Unprocessable("body.state: must be the last state of state_history")
+        store = get_store()
+        if isinstance(run, TaskRun) and run.flow_run_id is not None and run.flow_run_id not in _known_flow_runs:
+            store.read_run(RunKind.FLOW, run.flow_run_id)  # 404 for an unknown flow run
+            _remember_flow_run(run.flow_run_id)
+        empty = run.model_copy(update={**_RESET, "version": 0})
+        replayed = replay(run_kind, empty, run.state_history).model_copy(update={"updated": run.updated})
+        created: FlowRun | TaskRun
+        try:
+            # The store's create is conditional on the id being new.
+            if isinstance(replayed, TaskRun) and replayed.state is not None and replayed.state.is_final():
+                created = store.create_final_task_run(replayed)
+            else:
+                created = store.create_run(run_kind, replayed)
+        except Exception as exc:
+            if getattr(exc, "cause_response_code", None) != "ConditionalCheckFailedException":
+                raise
+            raise Conflict(f"{run_kind.value} run {run.id!r} already exists") from None
+        return Response(status_code=201, content_type=JSON, body=created.model_dump(mode="json"))
+
+    @app.get("/runs/<kind>/<run_id>", tags=["engine"], summary="Read a run",
+             responses=responses(200, dict[str, Any], "the run", 404))
+    def read_run(kind: Kind, run_id: RunId) -> Response[Any]:
+        run = get_store().read_run(_parse_kind(kind), run_id)
+        return Response(status_code=200, content_type=JSON, body=run.model_dump(mode="json"))
+
+    @app.post("/runs/<kind>/<run_id>/commit", tags=["engine"],
+              summary="Record new states of a run: version-checked, replayed through the policy",
+              responses=responses(200, dict[str, Any], "the committed run", *body_errors, 404, 409))
+    def commit_run(kind: Kind, run_id: RunId, body: CommitIn) -> Response[Any]:
+        run_kind = _parse_kind(kind)
+        proposed_run = _parse_run(run_kind, body.run, "body.run")
+        if proposed_run.id != run_id:
+            raise Unprocessable(f"body.run.id: {proposed_run.id!r} is not the run of the path ({run_id!r})")
+        store = get_store()
+        stored = store.read_run(run_kind, run_id)
+        if stored.version != body.expected_version or stored.state_type not in set(body.allowed_from):
+            return stale(StaleRunError(stored))
+        if not _same_states(proposed_run.state_history, [*stored.state_history, *body.new_states]):
+            raise Unprocessable("body.run.state_history: must be the stored history followed by new_states")
+        replayed = replay(run_kind, stored, body.new_states)
+        # Bookkeeping comes from the replay; the other fields are the engine's record.
+        final = proposed_run.model_copy(update={
+            **{k: getattr(replayed, k) for k in (*_RESET, "expected_start_time")},
+            "updated": proposed_run.updated})
+        try:
+            committed = store.commit_run(run_kind, final, body.new_states, body.expected_version,
+                                         body.allowed_from)
+        except StaleRunError as exc:
+            return stale(exc)
+        return Response(status_code=200, content_type=JSON, body=committed.model_dump(mode="json"))
+
+    @app.get("/cache/<key>", tags=["engine"], summary="A valid cache entry (404 when none)",
+             responses=responses(200, CacheEntry, "the entry", 404))
+    def read_cache(key: Key) -> CacheEntry:
+        entry = get_store().read_cache(key)
+        if entry is None:
+            raise NotFound(f"cache entry {key!r} not found", kind="cache entry", id=key)
+        return entry
+
+    @app.put("/cache/<key>", tags=["engine"], summary="Write a cache entry",
+             responses=responses(200, CacheEntry, "the entry written", *body_errors))
+    def write_cache(key: Key, body: CacheEntry) -> CacheEntry:
+        if body.key != key:
+            raise Unprocessable(f"body.key: {body.key!r} is not the key of the path ({key!r})")
+        if body.state.type != StateType.COMPLETED:
+            raise Unprocessable("body.state: only a Completed state can be cached")
+        get_store().write_cache(body)
+        return body

@@ -1,0 +1,218 @@
+"""The ``Store`` over the control-plane API (``STRATOFLOW_API_URL``).
+
+Runs, flows, logs and cache entries go through the API (``stratoflow.api.engine_routes`` and the
+public routes), which re-checks every transition against the orchestration policy and writes
+with the store's conditional writes. Blobs (results, large parameters) go straight to S3 with
+the caller's own credentials, as they may be far larger than an API request.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+from stratoflow import _aws
+from stratoflow._http import ApiConflict, HttpTransport, get_transport, quote_segment
+from stratoflow.exceptions import ObjectNotFound, StaleRunError, StratoflowError
+from stratoflow.models import CacheEntry, Flow, FlowRun, Log, TaskRun
+from stratoflow.orchestration import RunKind
+from stratoflow.settings import Settings, get_settings
+from stratoflow.states import State, StateType
+from stratoflow.storage.base import LogPage, Store
+
+logger = logging.getLogger("stratoflow.api_store")
+
+# The API takes up to 1000 log lines and 1 MiB per request; stay below both.
+_LOG_BATCH = 500
+_LOG_BATCH_BYTES = 512 * 1024
+
+
+def _run_of(kind: RunKind, data: Any) -> FlowRun | TaskRun:
+    return (FlowRun if kind == RunKind.FLOW else TaskRun).model_validate(data)
+
+
+class ApiStore(Store):
+    def __init__(self, settings: Settings, transport: HttpTransport | None = None) -> None:
+        if not settings.api_url:
+            raise StratoflowError("ApiStore needs STRATOFLOW_API_URL")
+        self.settings = settings
+        self.http = transport or get_transport(settings.api_url, settings.region)
+
+    # -- flows ------------------------------------------------------------------------------
+    def ensure_flow(self, flow: Flow) -> Flow:
+        return Flow.model_validate(self.http.request("POST", "/flows/ensure", json_body=flow.model_dump(mode="json")))
+
+    def read_flow(self, name: str) -> Flow:
+        return Flow.model_validate(self.http.request("GET", f"/flows/{quote_segment(name)}"))
+
+    def list_flows(self, *, cursor: str | None = None, limit: int = 200) -> tuple[list[Flow], str | None]:
+        """``GET /flows``: one page of up to 1000 flows (the route has no cursor yet)."""
+        if cursor is not None:
+            return [], None
+        data = self.http.request("GET", "/flows", query={"limit": max(1, min(limit, 1000))})
+        return [Flow.model_validate(f) for f in data], None
+
+    # -- runs -------------------------------------------------------------------------------
+    def delete_flow_run(self, flow_run_id: str) -> None:
+        self.http.request("DELETE", f"/flow_runs/{quote_segment(flow_run_id)}")
+
+    def create_run(self, kind: RunKind, run: FlowRun | TaskRun) -> FlowRun | TaskRun:
+        try:
+            data = self.http.request("POST", f"/runs/{kind.value}/create", json_body=run.model_dump(mode="json"))
+        except ApiConflict:
+            # A retried request whose first attempt was written: the stored run is ours if its
+            # history is the one we sent.
+            existing = self.read_run(kind, run.id)
+            if [s.id for s in existing.state_history] == [s.id for s in run.state_history]:
+                return existing
+            raise
+        return _run_of(kind, data)
+
+    def read_run(self, kind: RunKind, run_id: str) -> FlowRun | TaskRun:
+        return _run_of(kind, self.http.request("GET", f"/runs/{kind.value}/{quote_segment(run_id)}"))
+
+    def commit_run(
+        self,
+        kind: RunKind,
+        run: FlowRun | TaskRun,
+        new_states: Sequence[State],
+        expected_version: int,
+        allowed_from: Iterable[StateType | None],
+    ) -> FlowRun | TaskRun:
+        body = {
+            "run": run.model_dump(mode="json"),
+            "new_states": [s.model_dump(mode="json") for s in new_states],
+            "expected_version": expected_version,
+            "allowed_from": [None if t is None else t.value for t in allowed_from],
+        }
+        try:
+            data = self.http.request("POST", f"/runs/{kind.value}/{quote_segment(run.id)}/commit", json_body=body)
+        except ApiConflict as exc:
+            current = exc.body.get("current") if isinstance(exc.body, dict) else None
+            if current is None:
+                raise
+            current_run = _run_of(kind, current)
+            # A retried request whose first attempt was written: that is our commit.
+            ids = [s.id for s in run.state_history]
+            if [s.id for s in current_run.state_history] == ids and current_run.version == expected_version + 1:
+                return current_run
+            raise StaleRunError(current_run) from None
+        return _run_of(kind, data)
+
+    def list_flow_runs(
+        self,
+        *,
+        flow_name: str | None = None,
+        deployment_id: str | None = None,
+        state_types: Sequence[StateType] | None = None,
+        scheduled_before: datetime | None = None,
+        limit: int = 200,
+    ) -> list[FlowRun]:
+        body: dict[str, Any] = {"limit": max(1, min(limit, 1000))}
+        if flow_name is not None:
+            body["flow_name"] = flow_name
+        if deployment_id is not None:
+            body["deployment_id"] = deployment_id
+        if state_types:
+            body["state_types"] = [t.value for t in state_types]
+        runs = [FlowRun.model_validate(r) for r in self.http.request("POST", "/flow_runs/filter", json_body=body)]
+        if scheduled_before is not None:
+            # The filter route has no time bound: apply it here, as the store does (state time).
+            def state_time(run: FlowRun) -> datetime | None:
+                if run.state is None:
+                    return None
+                return run.state.state_details.scheduled_time or run.state.timestamp
+
+            runs = [r for r in runs if (t := state_time(r)) is not None and t <= scheduled_before]
+        return runs
+
+    def list_task_runs(self, flow_run_id: str) -> list[TaskRun]:
+        try:
+            data = self.http.request("GET", f"/flow_runs/{quote_segment(flow_run_id)}/task_runs")
+        except ObjectNotFound:
+            return []
+        return [TaskRun.model_validate(r) for r in data]
+
+    # -- logs -------------------------------------------------------------------------------
+    def write_logs(self, logs: Sequence[Log]) -> None:
+        batch: list[dict[str, Any]] = []
+        size = 0
+        for log in logs:
+            if not log.flow_run_id:
+                # The API keeps logs by flow run; a task called outside any flow has none.
+                logger.debug("log line without a flow run is not sent to the API: %s", log.message[:80])
+                continue
+            item = {"flow_run_id": log.flow_run_id, "task_run_id": log.task_run_id, "name": log.name,
+                    "level": log.level, "message": log.message, "timestamp": log.timestamp.isoformat()}
+            item_size = len(json.dumps(item))
+            if batch and (len(batch) >= _LOG_BATCH or size + item_size > _LOG_BATCH_BYTES):
+                self.http.request("POST", "/logs", json_body=batch)
+                batch, size = [], 0
+            batch.append(item)
+            size += item_size
+        if batch:
+            self.http.request("POST", "/logs", json_body=batch)
+
+    def read_logs(
+        self, run_id: str, *, cursor: str | None = None, limit: int = 1000, task_run_id: str | None = None,
+        min_level: int = 0,
+    ) -> LogPage:
+        query = {"cursor": cursor, "limit": max(1, min(limit, 1000)), "task_run_id": task_run_id,
+                 "min_level": min_level or None}
+        data = self.http.request("GET", f"/flow_runs/{quote_segment(run_id)}/logs", query=query)
+        return LogPage([Log.model_validate(x) for x in data["logs"]], data.get("next_cursor"))
+
+    # -- cache ------------------------------------------------------------------------------
+    def read_cache(self, key: str) -> CacheEntry | None:
+        try:
+            data = self.http.request("GET", f"/cache/{quote_segment(key)}")
+        except ObjectNotFound:
+            return None
+        entry = CacheEntry.model_validate(data)
+        return entry if entry.is_valid() else None
+
+    def write_cache(self, entry: CacheEntry) -> None:
+        self.http.request("PUT", f"/cache/{quote_segment(entry.key)}", json_body=entry.model_dump(mode="json"))
+
+    # -- blobs: straight to S3 ----------------------------------------------------------------
+    def put_blob(self, key: str, data: bytes) -> str:
+        _aws.client("s3", self.settings).put_object(Bucket=self.settings.bucket, Key=key, Body=data)
+        return f"s3://{self.settings.bucket}/{key}"
+
+    def get_blob(self, uri: str) -> bytes:
+        if not uri.startswith("s3://"):
+            raise ValueError(f"not an s3:// URI: {uri!r}")
+        bucket, _, key = uri[5:].partition("/")
+        body = _aws.client("s3", self.settings).get_object(Bucket=bucket, Key=key)["Body"]
+        return bytes(body.read())
+
+    # -- beyond the Store interface -----------------------------------------------------------
+    def set_state(self, kind: RunKind, run_id: str, state: State, *, force: bool = False) -> dict[str, Any]:
+        """``POST /<kind>_runs/<id>/set_state``: the server applies the policy. ABORT raises
+        ``TransitionRefused`` with the rule and its reason; otherwise the response body."""
+        body = {"state": {"type": state.type.value, "name": state.name, "message": state.message,
+                          "state_details": state.state_details.model_dump(mode="json")},
+                "force": force}
+        data: dict[str, Any] = self.http.request("POST", f"/{kind.value}_runs/{quote_segment(run_id)}/set_state",
+                                                 json_body=body)
+        return data
+
+
+_store: ApiStore | None = None
+_store_key: tuple[Any, ...] | None = None
+_store_lock = threading.Lock()
+
+
+def get_api_store(settings: Settings | None = None) -> ApiStore:
+    """The process's API store; rebuilt when the settings it was built from change (tests)."""
+    global _store, _store_key
+    settings = settings or get_settings()
+    key = (settings.api_url, settings.region, settings.bucket, settings.aws_endpoint_url, settings.resolved_backend)
+    with _store_lock:
+        if _store is None or _store_key != key:
+            _store, _store_key = ApiStore(settings), key
+        return _store

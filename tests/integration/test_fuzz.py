@@ -1,0 +1,751 @@
+"""Schema-driven fuzzing of the API over real HTTP (``stratoflow dev``), from its own ``/openapi.json``.
+
+Every operation in the document gets requests generated from its schemas with hypothesis
+(derandomized: the same requests every run): valid ones, and ones broken on purpose (wrong
+types, missing and unknown fields, over-long and odd-unicode strings, malformed JSON, wrong
+content types, bodies of the wrong shape, bad path and query parameters, ids that exist and
+ids that don't). Whatever the request:
+
+* the answer is never a 5xx;
+* every error (4xx) is a JSON object whose ``error`` is one non-empty line naming the problem
+  (for a 422 caused by one broken field, the field's name);
+* a valid request gets a status its operation documents, and a 2xx body matches the documented
+  schema;
+* a request broken on purpose gets a 4xx.
+
+No new dependency: the strategies are built here from the JSON Schema subset Powertools/pydantic
+emit (``$ref``, ``anyOf``, ``enum``, objects, arrays, strings with lengths and ``date-time``,
+bounded numbers, ``pattern``). Routes added later are fuzzed too. The stack is shared with the other
+integration tests, so this test only touches its own objects: path parameters named ``*_run_id``
+draw from runs it creates (or ids that exist nowhere), and every name, tag or key it generates
+starts with ``fuzz-<random token>-``.
+
+Problems found and reported but not fixed yet are listed in ``KNOWN_ISSUES``: printed on every
+run, not failing it. The request count and the status-code histogram (overall and per kind of
+request) are printed to the terminal, past pytest's output capture.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import re
+import string
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, timedelta, timezone
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlencode
+
+import pytest
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+pytestmark = pytest.mark.skipif(not (REPO_ROOT / "functions" / "api" / "app.py").is_file(),
+                                reason="functions/api/app.py not present")
+
+EXAMPLES = 1060  # generated requests (plus the set-up requests); the test asserts at least MIN_REQUESTS
+MIN_REQUESTS = 1000
+TOKEN = uuid.uuid4().hex[:10]  # this session's objects: flow names fuzz-<TOKEN>-...
+FLOW_NAME = f"fuzz-{TOKEN}"
+OWN_PREFIX = f"{FLOW_NAME}-"
+BODY_METHODS = {"POST", "PUT", "PATCH"}
+MAX_BODY_BYTES = 1024 * 1024  # the API's documented body limit (413 above it)
+
+# Characters that break naive string handling: controls, NUL, BOM, RTL and zero-width marks,
+# combining marks, astral emoji, noncharacters, a lone surrogate (JSON can carry one as \ud800).
+ODD_UNICODE = ["\x00", "\x1b[31m", "\ufeff", "\u202e", "\u200b", "e\u0301\u0301\u0301", "\U0001f600",
+               "\U0001f468\u200d\U0001f469\u200d\U0001f467", "\uffff", "\U0010ffff", "\ud800", "\udfff",
+               "\r\n", "\\", '"', "'; DROP TABLE runs; --", "%s%n", "${jndi:x}", "../../etc/passwd"]
+WRONG_CONTENT_TYPES = ["text/plain", "application/xml", "application/x-www-form-urlencoded",
+                       "multipart/form-data; boundary=fuzz", "text/html; charset=utf-8", "application/octet-stream"]
+MALFORMED_JSON = [b"{", b"{\"a\":", b"[1,2", b"{'single': 'quotes'}", b"{\"a\": 1,}", b"NaN", b"{\"a\": NaN}",
+                  b"{\"a\": Infinity}", b"\xff\xfe\x00{", b"{\"a\": \"\xc3\x28\"}", b"nul", b"{}}", b"\x00",
+                  b"[" * 5000 + b"]" * 5000, b"{\"a\":" * 3000 + b"1" + b"}" * 3000, b"{\"a\": 01}",
+                  b"{\"a\": \"unterminated}", b"\"\\ud800\"", b"tru", b"{\"a\" 1}"]
+ZONES = [UTC, timezone(timedelta(hours=14)), timezone(-timedelta(hours=12)), timezone(timedelta(hours=5, minutes=45)),
+         timezone(timedelta(hours=23, minutes=59))]  # fixed offsets: st.timezones() is slow to build
+PATH_SAFE = string.ascii_letters + string.digits + "-_.~"
+WRONG_TYPE_VALUES: list[Any] = [{"fuzz": [1, 2]}, [{"nested": {}}], {"": None}]
+WRONG_CONTAINER_VALUES: list[Any] = [12345, "a string", True, 3.5]
+
+
+# Problems found in the API and reported, not yet fixed: (operation, status, matches the request?, why).
+# They are printed on every run (as KNOWN) but do not fail the test; anything else does. Remove an
+# entry once its fix lands.
+def _has_lone_surrogate(request: FuzzRequest) -> bool:
+    """The JSON body carries a lone surrogate (``"\\ud800"``): valid JSON, not encodable as UTF-8."""
+    try:
+        value = json.loads(request.body or b"null")
+    except ValueError:
+        return False
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+KNOWN_ISSUES: list[tuple[str, int, Callable[[FuzzRequest], bool], str]] = [
+    ("*", 500, _has_lone_surrogate,
+     "a lone surrogate (\\ud800) in an unconstrained string (free-form parameters, descriptions, tags, state "
+     "details) passes validation and fails in the store (UnicodeEncodeError in model_dump_json)"),
+    ("POST /flows/ensure", 500, lambda r: len(r.body or b"") > 2048,
+     "Flow.name is unbounded: a name over 2048 bytes fails in DynamoDB (hash key limit) instead of a 422"),
+    *[(op, status, lambda r: True, "status not in the route's documented responses")
+      for op in ("POST /runs/{kind}/create", "GET /runs/{kind}/{run_id}", "POST /runs/{kind}/{run_id}/commit",
+                 "GET /cache/{key}", "PUT /cache/{key}")
+      for status in (404, 409)],
+]
+
+
+def owned(name: str) -> bool:
+    """A field or path parameter that names an object (not a run id): its values get OWN_PREFIX."""
+    return name in {"name", "tag", "tags", "key", "idempotency_key"} or name.endswith("_name")
+
+
+# -- the schema ------------------------------------------------------------------------------------
+@dataclass
+class Operation:
+    method: str
+    path: str
+    spec: dict[str, Any]
+    path_params: list[dict[str, Any]] = field(default_factory=list)
+    query_params: list[dict[str, Any]] = field(default_factory=list)
+    body_schema: dict[str, Any] | None = None
+    body_required: bool = False
+
+    @property
+    def key(self) -> str:
+        return f"{self.method} {self.path}"
+
+    @property
+    def documented(self) -> set[int]:
+        return {int(code) for code in self.spec.get("responses", {}) if str(code).isdigit()}
+
+
+class Schema:
+    def __init__(self, document: dict[str, Any]) -> None:
+        self.document = document
+
+    def resolve(self, schema: dict[str, Any]) -> dict[str, Any]:
+        seen = 0
+        while "$ref" in schema:
+            node: Any = self.document
+            for part in schema["$ref"].removeprefix("#/").split("/"):
+                node = node[part]
+            schema = {**node, **{k: v for k, v in schema.items() if k != "$ref"}}
+            seen += 1
+            assert seen < 50, "cyclic $ref"
+        return schema
+
+    def operations(self) -> list[Operation]:
+        out = []
+        for path, item in self.document["paths"].items():
+            for method, spec in item.items():
+                if method.upper() not in {"GET", "POST", "PUT", "PATCH", "DELETE"}:
+                    continue
+                op = Operation(method.upper(), path, spec)
+                for param in spec.get("parameters", []):
+                    param = self.resolve(param)
+                    if param["in"] == "path":
+                        op.path_params.append(param)
+                    elif param["in"] == "query":
+                        op.query_params.append(param)
+                body = spec.get("requestBody")
+                if body:
+                    body = self.resolve(body)
+                    content = body.get("content", {}).get("application/json")
+                    if content is not None:
+                        op.body_schema = content.get("schema", {})
+                        op.body_required = bool(body.get("required"))
+                out.append(op)
+        return out
+
+    # -- a minimal validator (for response bodies) ------------------------------------------------
+    def check(self, value: Any, schema: dict[str, Any], where: str = "body") -> str | None:
+        schema = self.resolve(schema)
+        if "anyOf" in schema or "oneOf" in schema:
+            options = schema.get("anyOf") or schema.get("oneOf") or []
+            problems = [self.check(value, option, where) for option in options]
+            return None if any(p is None for p in problems) else f"{where}: matches none of {len(options)} options " \
+                f"({problems[0]})"
+        if "enum" in schema and value not in schema["enum"]:
+            return f"{where}: {value!r} not in {schema['enum']}"
+        kind = schema.get("type")
+        checks: dict[str, Callable[[Any], bool]] = {
+            "string": lambda v: isinstance(v, str), "boolean": lambda v: isinstance(v, bool),
+            "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
+            "number": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
+            "null": lambda v: v is None, "object": lambda v: isinstance(v, dict),
+            "array": lambda v: isinstance(v, list)}
+        if isinstance(kind, str) and kind in checks and not checks[kind](value):
+            return f"{where}: expected {kind}, got {type(value).__name__}"
+        if kind == "object" or (kind is None and isinstance(value, dict) and "properties" in schema):
+            props = schema.get("properties", {})
+            for name in schema.get("required", []):
+                if name not in value:
+                    return f"{where}.{name}: required but missing"
+            for name, item in value.items():
+                if name in props:
+                    problem = self.check(item, props[name], f"{where}.{name}")
+                    if problem:
+                        return problem
+                elif schema.get("additionalProperties") is False:
+                    return f"{where}.{name}: not a documented property"
+        if kind == "array" and "items" in schema:
+            for i, item in enumerate(value):
+                problem = self.check(item, schema["items"], f"{where}[{i}]")
+                if problem:
+                    return problem
+        return None
+
+
+# -- strategies ------------------------------------------------------------------------------------
+def _bound(schema: dict[str, Any], *names: str) -> Any:
+    for name in names:
+        if schema.get(name) is not None:
+            return schema[name]
+    return None
+
+
+json_scalars = (st.none() | st.booleans() | st.integers(-10**9, 10**9)
+                | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=20))
+json_values = st.recursive(json_scalars, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(
+    st.text(max_size=10), inner, max_size=3), max_leaves=8)
+
+
+@dataclass
+class Pools:
+    """Ids that exist on the stack, by the name of the parameter/field that carries them."""
+
+    ids: dict[str, list[str]] = field(default_factory=lambda: collections.defaultdict(list))
+
+    def strategy(self, name: str, fallback: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
+        unknown = st.builds(lambda n: f"fuzz-missing-{n}", st.integers(0, 10**6))
+        if not name.endswith("_run_id"):
+            return fallback
+        known = self.ids[name]  # the live list: runs created during the fuzz run join the pool
+        existing = st.integers(0, 10**6).map(lambda i: known[i % len(known)] if known else f"fuzz-missing-{i}")
+        return st.one_of(existing, existing, unknown)
+
+
+class Generator:
+    def __init__(self, schema: Schema, pools: Pools) -> None:
+        self.schema = schema
+        self.pools = pools
+        self._cache: dict[tuple[str, str, bool], st.SearchStrategy[Any]] = {}
+
+    def value(self, schema: dict[str, Any], name: str = "", in_path: bool = False) -> st.SearchStrategy[Any]:
+        """A strategy for valid values of ``schema`` (built once per schema: building is the slow part)."""
+        key = (json.dumps(schema, sort_keys=True), name, in_path)
+        if key not in self._cache:
+            self._cache[key] = self._value(schema, name, in_path)
+        return self._cache[key]
+
+    def _value(self, schema: dict[str, Any], name: str, in_path: bool) -> st.SearchStrategy[Any]:
+        schema = self.schema.resolve(schema)
+        if "enum" in schema:
+            return st.sampled_from(schema["enum"])
+        if "const" in schema:
+            return st.just(schema["const"])
+        options = schema.get("anyOf") or schema.get("oneOf")
+        if options:
+            return st.one_of([self.value(option, name, in_path) for option in options])
+        if schema.get("allOf"):
+            return self.value({**schema["allOf"][0], **{k: v for k, v in schema.items() if k != "allOf"}}, name)
+        kind = schema.get("type")
+        if isinstance(kind, list):
+            return st.one_of([self.value({**schema, "type": k}, name) for k in kind])
+        if kind == "string":
+            return self.string(schema, name, in_path)
+        if kind == "integer":
+            low = _bound(schema, "minimum", "ge")
+            high = _bound(schema, "maximum", "le")
+            return st.integers(int(low) if low is not None else -10**6, int(high) if high is not None else 10**6)
+        if kind == "number":
+            return st.floats(_bound(schema, "minimum", "ge"), _bound(schema, "maximum", "le"), allow_nan=False,
+                             allow_infinity=False)
+        if kind == "boolean":
+            return st.booleans()
+        if kind == "null":
+            return st.none()
+        if kind == "array":
+            items = self.value(schema.get("items", {}), name)
+            low = int(schema.get("minItems", 0))
+            return st.lists(items, min_size=low, max_size=max(low, min(int(schema.get("maxItems", 4)), 4)))
+        if kind == "object" or "properties" in schema:
+            return self.object(schema)
+        return json_values
+
+    def string(self, schema: dict[str, Any], name: str, in_path: bool = False) -> st.SearchStrategy[str]:
+        low = int(schema.get("minLength", 0))
+        high = int(schema.get("maxLength", 40))
+        if schema.get("format") == "date-time":
+            return st.datetimes(timezones=st.none() | st.sampled_from(ZONES)).map(lambda d: d.isoformat())
+        text: st.SearchStrategy[str]
+        if schema.get("pattern"):
+            text = st.from_regex(schema["pattern"], fullmatch=True).filter(lambda v: low <= len(v) <= high)
+        else:
+            # A valid path segment: characters any router takes (odd ones are the odd_path_param mutation).
+            alphabet = st.sampled_from(PATH_SAFE) if in_path else st.characters()
+            text = st.text(alphabet, min_size=max(low, 1 if in_path else 0), max_size=max(low, min(high, 40)))
+        if owned(name) and high > len(OWN_PREFIX):
+            # The stack is shared: whatever this test names (creates, pauses, deletes) is its own.
+            pattern = schema.get("pattern")
+            return text.map(lambda v: (OWN_PREFIX + v)[:high]).filter(
+                lambda v: pattern is None or re.search(pattern, v) is not None)
+        return self.pools.strategy(name, text)
+
+    def object(self, schema: dict[str, Any]) -> st.SearchStrategy[dict[str, Any]]:
+        props = schema.get("properties", {})
+        required = set(schema.get("required", []))
+        if not props:
+            extra = schema.get("additionalProperties")
+            if extra is False:
+                return st.just({})
+            values = self.value(extra) if isinstance(extra, dict) and extra else json_values
+            return st.dictionaries(st.text(max_size=10), values, max_size=3)
+        return st.fixed_dictionaries({k: self.value(v, k) for k, v in props.items() if k in required},
+                                     optional={k: self.value(v, k) for k, v in props.items() if k not in required})
+
+    def invalid_string(self, schema: dict[str, Any]) -> st.SearchStrategy[str]:
+        """Longer than maxLength (or just huge), or shorter than minLength."""
+        high = schema.get("maxLength")
+        low = schema.get("minLength")
+        if high is None:
+            return st.just("")  # only minLength can be broken
+        options = [st.integers(int(high) + 1, 300_000).map(lambda n: "x" * n),
+                   st.integers(int(high) + 1, int(high) + 50).map(lambda n: "\U0001f600" * n)]
+        if low:
+            options.append(st.just(""))
+        return st.one_of(options)
+
+
+# -- requests --------------------------------------------------------------------------------------
+@dataclass
+class FuzzRequest:
+    op: Operation
+    kind: str  # "valid" or the mutation applied
+    method: str
+    path: str
+    body: bytes | None
+    content_type: str | None
+    must_fail: bool  # a request broken on purpose: a 4xx is the only right answer
+    field: str | None = None  # the body field the mutation broke, when there is one
+
+    def describe(self) -> str:
+        body = repr(self.body[:300]) + ("..." if self.body and len(self.body) > 300 else "") if self.body else "-"
+        return f"[{self.kind}] {self.method} {self.path[:300]} content-type={self.content_type} body={body}"
+
+
+def _fields(value: Any, schema: dict[str, Any], resolve: Callable[[dict[str, Any]], dict[str, Any]],
+            path: tuple[Any, ...] = ()) -> list[tuple[tuple[Any, ...], dict[str, Any]]]:
+    """(path, schema) of every field present in a generated body, depth first."""
+    schema = resolve(schema)
+    for option in map(resolve, schema.get("anyOf") or schema.get("oneOf") or []):
+        if (option.get("type"), type(value)) in (("object", dict), ("array", list)):
+            schema = option  # the branch the value took
+            break
+    out: list[tuple[tuple[Any, ...], dict[str, Any]]] = [(path, schema)] if path else []
+    if isinstance(value, dict):
+        for name, item in value.items():
+            sub = schema.get("properties", {}).get(name)
+            if sub is not None:
+                out += _fields(item, sub, resolve, (*path, name))
+    elif isinstance(value, list) and "items" in schema:
+        for i, item in enumerate(value[:3]):
+            out += _fields(item, schema["items"], resolve, (*path, i))
+    return out
+
+
+def _set(value: Any, path: tuple[Any, ...], new: Any) -> None:
+    for part in path[:-1]:
+        value = value[part]
+    value[path[-1]] = new
+
+
+def _delete(value: Any, path: tuple[Any, ...]) -> None:
+    for part in path[:-1]:
+        value = value[part]
+    del value[path[-1]]
+
+
+def _leaf_name(path: tuple[Any, ...]) -> str | None:
+    names = [p for p in path if isinstance(p, str)]
+    return names[-1] if names else None
+
+
+def _is_type(schema: dict[str, Any], kind: str) -> bool:
+    return schema.get("type") == kind or any(o.get("type") == kind for o in schema.get("anyOf", []))
+
+
+# 1-5 odd pieces; half of them with a lone surrogate, the piece most likely to break a store
+odd_strings = st.lists(st.sampled_from(ODD_UNICODE), min_size=1, max_size=5).map("".join) | st.lists(
+    st.sampled_from(ODD_UNICODE), max_size=3).map(lambda parts: "".join([*parts, "\ud800"]))
+BODY_MUTATIONS = ["wrong_type", "missing_required", "extra_field", "huge_string", "odd_unicode", "malformed_json",
+                  "wrong_content_type", "no_content_type", "wrong_shape", "no_body", "oversize_body"]
+PARAM_MUTATIONS = ["bad_path_param", "odd_path_param", "bad_query", "unknown_query"]
+
+
+@st.composite
+def fuzz_requests(draw: st.DrawFn, operations: list[Operation], gen: Generator) -> FuzzRequest:
+    op = draw(st.sampled_from(operations))
+    mutations = list(PARAM_MUTATIONS if op.path_params or op.query_params else [])
+    if not op.path_params:
+        mutations = [m for m in mutations if "path" not in m]
+    if not op.query_params:
+        mutations = [m for m in mutations if "query" not in m]
+    if op.body_schema is not None:
+        mutations += BODY_MUTATIONS
+    kind = draw(st.sampled_from(["valid"] * max(2, len(mutations) // 2) + mutations)) if mutations else "valid"
+    must_fail = False
+    broken: str | None = None
+
+    # path and query
+    path = op.path
+    for param in op.path_params:
+        value = draw(gen.value(param.get("schema", {}), param["name"], in_path=True))
+        if kind == "bad_path_param":
+            value = draw(gen.invalid_string(gen.schema.resolve(param.get("schema", {})))
+                         .filter(lambda s: len(s) <= 20_000))
+            if value and not param["name"].endswith("_id"):
+                value = f"{OWN_PREFIX}missing-{value}"  # never an object of this test's or anyone else's
+            must_fail = True
+        elif kind == "odd_path_param":
+            odd_chars = st.sampled_from([*ODD_UNICODE[:10], "/", "?", "#", "%", " ", ".."])
+            value = "fuzz-" + "".join(draw(st.lists(odd_chars, min_size=1, max_size=4)))
+            must_fail = True  # no run has such an id
+        path = path.replace("{" + param["name"] + "}", quote(str(value), safe=""))
+    query: list[tuple[str, str]] = []
+    for param in op.query_params:
+        if not param.get("required") and not draw(st.booleans()):
+            continue
+        value = draw(gen.value(param.get("schema", {}), param["name"]))
+        if value is not None:
+            query.append((param["name"], str(value).lower() if isinstance(value, bool) else str(value)))
+    if kind == "bad_query":
+        param = draw(st.sampled_from(op.query_params))
+        schema = gen.schema.resolve(param.get("schema", {}))
+        if _is_type(schema, "integer") or _is_type(schema, "number"):
+            low, high = _bound(schema, "minimum", "ge"), _bound(schema, "maximum", "le")
+            bad = ["abc", "1.5e999", "", "0x10", "٣"]
+            if low is not None:
+                bad.append(str(int(low) - 1))
+            if high is not None:
+                bad.append(str(int(high) + 1))
+            value = draw(st.sampled_from(bad))
+            must_fail = value not in ("",)  # an empty value may count as absent
+        else:
+            option = next((o for o in [schema, *schema.get("anyOf", [])] if o.get("maxLength") is not None), None)
+            if option is not None:
+                value = "q" * draw(st.integers(int(option["maxLength"]) + 1, int(option["maxLength"]) + 5000))
+                must_fail = True
+            else:
+                value = draw(st.sampled_from(ODD_UNICODE))
+        query = [(k, v) for k, v in query if k != param["name"]] + [(param["name"], value)]
+    elif kind == "unknown_query":
+        name = draw(st.sampled_from(["fuzz", "__proto__", "limit[]", "a b"]))
+        query.append((name, draw(st.sampled_from(ODD_UNICODE))))
+    if query:
+        path += "?" + urlencode(query, quote_via=quote, errors="surrogatepass")
+
+    # body
+    body: bytes | None = None
+    content_type: str | None = None
+    if op.body_schema is not None:
+        content_type = "application/json"
+        value = draw(gen.value(op.body_schema))
+        if kind in ("wrong_type", "missing_required", "extra_field", "huge_string", "odd_unicode"):
+            fields = _fields(value, op.body_schema, gen.schema.resolve)
+            if kind == "wrong_type":
+                if fields:
+                    p, s = draw(st.sampled_from(fields))
+                    container = _is_type(s, "object") or _is_type(s, "array")
+                    _set(value, p, draw(st.sampled_from(WRONG_CONTAINER_VALUES if container else WRONG_TYPE_VALUES)))
+                    broken = _leaf_name(p)
+                else:  # the body itself
+                    container = isinstance(value, dict | list)
+                    value = draw(st.sampled_from(WRONG_CONTAINER_VALUES if container else WRONG_TYPE_VALUES))
+                must_fail = True
+            elif kind == "missing_required":
+                required = [(p, s) for p, s in fields if isinstance(p[-1], str) and p[-1] in _required_of(
+                    value, p, op.body_schema, gen.schema)]
+                top = gen.schema.resolve(op.body_schema)
+                if required:
+                    p, _ = draw(st.sampled_from(required))
+                    _delete(value, p)
+                    broken = _leaf_name(p)
+                    must_fail = True
+                elif isinstance(value, dict) and top.get("required"):
+                    pass  # generated without the field already: cannot happen (required are always drawn)
+            elif kind == "extra_field":
+                objects = [((), gen.schema.resolve(op.body_schema))] if isinstance(value, dict) else []
+                objects += [(p, s) for p, s in fields if _is_type(s, "object")]
+                strict = [(p, s) for p, s in objects if _closed(s, gen.schema)
+                          and isinstance(_get(value, p), dict)]
+                if strict:
+                    p, _ = draw(st.sampled_from(strict))
+                    name = draw(st.sampled_from(["fuzz_extra", "__proto__", "constructor", "Flow_Name", "ïd"]))
+                    _get(value, p)[name] = draw(json_scalars)
+                    broken = name
+                    must_fail = True
+            elif kind in ("huge_string", "odd_unicode"):
+                strings = [(p, s) for p, s in fields if _is_type(s, "string") and not _enum(s, gen.schema)]
+                # free-form objects (e.g. parameters) take odd strings too, as a value under a new key
+                free = [(p, s) for p, s in [((), gen.schema.resolve(op.body_schema)), *fields]
+                        if _is_type(s, "object") and not _closed(s, gen.schema) and isinstance(_get(value, p), dict)]
+                if kind == "odd_unicode" and free and (not strings or draw(st.booleans())):
+                    p, _ = draw(st.sampled_from(free))
+                    _get(value, p)["fuzz-odd"] = draw(odd_strings)
+                elif strings:
+                    p, s = draw(st.sampled_from(strings))
+                    option = next((o for o in [s, *s.get("anyOf", [])] if o.get("type") == "string"), s)
+                    if kind == "huge_string":
+                        if option.get("maxLength") is not None or option.get("format"):
+                            _set(value, p, draw(gen.invalid_string(option)))
+                            must_fail = True
+                            broken = _leaf_name(p)
+                        else:
+                            _set(value, p, draw(st.integers(10_000, 200_000).map(lambda n: "\u00e9" * n)))
+                    else:
+                        odd = draw(odd_strings)
+                        if option.get("format") == "date-time":
+                            odd = "2026-01-01T00:00:00" + odd
+                        elif owned(_leaf_name(p) or ""):
+                            odd = OWN_PREFIX + odd
+                        _set(value, p, odd)
+                        must_fail = bool(option.get("format"))
+        if kind == "malformed_json":
+            body = draw(st.sampled_from(MALFORMED_JSON))
+            must_fail = True
+        elif kind == "wrong_shape":
+            top = gen.schema.resolve(op.body_schema)
+            expects_array = _is_type(top, "array")
+            shapes: list[Any] = [{"fuzz": 1}, {}] if expects_array else [[value], [], "text", 7, True]
+            if not expects_array and not _is_type(top, "null"):
+                shapes.append(None)
+            body = json.dumps(draw(st.sampled_from(shapes))).encode()
+            must_fail = True
+        elif kind == "no_body":
+            body = None
+            must_fail = op.body_required
+        elif kind == "oversize_body":
+            pad = draw(st.integers(1, 64 * 1024))
+            body = json.dumps({"fuzz": "x" * (MAX_BODY_BYTES + pad)}).encode()
+            must_fail = True
+        else:
+            try:
+                body = json.dumps(value, ensure_ascii=draw(st.booleans())).encode("utf-8")
+            except UnicodeEncodeError:  # a lone surrogate: JSON can carry it only as an escape (\ud800)
+                body = json.dumps(value).encode()
+        if kind == "wrong_content_type":
+            content_type = draw(st.sampled_from(WRONG_CONTENT_TYPES))
+            must_fail = True
+        elif kind == "no_content_type":
+            content_type = None
+    return FuzzRequest(op, kind, op.method, path, body, content_type, must_fail, broken)
+
+
+def _get(value: Any, path: tuple[Any, ...]) -> Any:
+    for part in path:
+        value = value[part]
+    return value
+
+
+def _closed(schema: dict[str, Any], schema_doc: Schema) -> bool:
+    schema = schema_doc.resolve(schema)
+    options = [schema_doc.resolve(o) for o in schema.get("anyOf", [])] or [schema]
+    return any(o.get("type") == "object" and o.get("additionalProperties") is False for o in options)
+
+
+def _enum(schema: dict[str, Any], schema_doc: Schema) -> bool:
+    schema = schema_doc.resolve(schema)
+    return "enum" in schema or any("enum" in schema_doc.resolve(o) for o in schema.get("anyOf", []))
+
+
+def _required_of(value: Any, path: tuple[Any, ...], body_schema: dict[str, Any], schema_doc: Schema) -> set[str]:
+    """The required property names of the object holding ``path``."""
+    parent_path = path[:-1]
+    parent_schema = schema_doc.resolve(body_schema)
+    for part in parent_path:
+        if isinstance(part, int):
+            parent_schema = schema_doc.resolve(parent_schema.get("items", {}))
+        else:
+            parent_schema = schema_doc.resolve(parent_schema.get("properties", {}).get(part, {}))
+        objects = [schema_doc.resolve(o) for o in parent_schema.get("anyOf", []) if schema_doc.resolve(o).get(
+            "type") in ("object", "array")]
+        if objects:
+            parent_schema = objects[0]
+    return set(parent_schema.get("required", []))
+
+
+# -- the run ---------------------------------------------------------------------------------------
+@dataclass
+class Outcome:
+    statuses: collections.Counter[int] = field(default_factory=collections.Counter)
+    by_kind: dict[str, collections.Counter[int]] = field(default_factory=lambda: collections.defaultdict(
+        collections.Counter))
+    by_operation: collections.Counter[str] = field(default_factory=collections.Counter)
+    problems: list[str] = field(default_factory=list)
+    known: list[str] = field(default_factory=list)
+    # schema-valid requests the API refused with a 422: (operation -> count, first error)
+    refused_valid: dict[str, list[Any]] = field(default_factory=dict)
+    sent: int = 0
+    http_seconds: float = 0.0
+    kind_seconds: dict[str, float] = field(default_factory=lambda: collections.defaultdict(float))
+    op_seconds: dict[str, float] = field(default_factory=lambda: collections.defaultdict(float))
+
+
+def _seed_runs(dev_stack: Any, tmp_path: Path) -> dict[str, list[str]]:
+    """A flow run with task runs, written by the SDK in another process into the stack's moto
+    (the API has no route that creates task runs)."""
+    script = textwrap.dedent(f"""
+        from stratoflow import flow, task, get_client
+
+        @task
+        def one(x: int) -> int:
+            return x + 1
+
+        @flow(name={FLOW_NAME + "-seed"!r})
+        def seed() -> int:
+            return one(1) + one(2)
+
+        seed()
+        client = get_client()
+        run = client.read_flow_runs(flow_name={FLOW_NAME + "-seed"!r})[0]
+        print(run.id, *[t.id for t in client.read_task_runs(run.id)])
+    """)
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("STRATOFLOW_", "AWS_"))}
+    env = {k: v for k, v in dev_stack.env.items() if k != "STRATOFLOW_API_URL"}
+    result = subprocess.run([sys.executable, "-c", script], env={**clean, **env, "STRATOFLOW_HOME": str(tmp_path)},
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    flow_run_id, *task_run_ids = result.stdout.strip().splitlines()[-1].split()
+    return {"flow_run_id": [flow_run_id], "task_run_id": task_run_ids}
+
+
+def _check(request: FuzzRequest, status: int, headers: list[tuple[str, str]], body: bytes, schema: Schema,
+           outcome: Outcome) -> None:
+    def problem(text: str) -> None:
+        line = f"{status} for {request.describe()}: {text}; response {body[:400]!r}"
+        for op, known_status, matches, why in KNOWN_ISSUES:
+            if op in (request.op.key, "*") and known_status == status and matches(request):
+                outcome.known.append(f"{line} [known: {why}]")
+                return
+        outcome.problems.append(line)
+
+    if status >= 500:
+        problem("a 5xx")
+        return
+    content_type = next((v for k, v in headers if k.lower() == "content-type"), "")
+    parsed: Any = None
+    if body:
+        try:
+            parsed = json.loads(body)
+        except ValueError:
+            parsed = None
+    if status >= 400:
+        if not content_type.startswith("application/json"):
+            problem(f"error response with content-type {content_type!r}")
+        elif not (isinstance(parsed, dict) and isinstance(parsed.get("error"), str) and parsed["error"].strip()):
+            problem("error body is not a JSON object with a non-empty 'error'")
+        elif "\n" in parsed["error"]:
+            problem("'error' is not one line")
+        elif status == 422 and request.field and request.kind != "huge_string" and request.field not in (
+                parsed["error"] + json.dumps(parsed.get("errors", ""))):
+            problem(f"the 422 does not name the broken field {request.field!r}")
+    if request.kind == "valid" and status == 422 and isinstance(parsed, dict):
+        seen = outcome.refused_valid.setdefault(request.op.key, [0, str(parsed.get("error"))[:160]])
+        seen[0] += 1
+    if request.must_fail and not 400 <= status < 500:
+        problem("a request broken on purpose was not refused with a 4xx")
+    if request.kind == "valid" and status not in request.op.documented:
+        problem(f"status not documented for {request.op.key} (documented: {sorted(request.op.documented)})")
+    if request.kind == "valid" and 200 <= status < 300 and str(status) in request.op.spec.get("responses", {}):
+        content = request.op.spec["responses"][str(status)].get("content", {}).get("application/json")
+        if content and "schema" in content:
+            if parsed is None:
+                problem("2xx body is not JSON")
+            else:
+                mismatch = schema.check(parsed, content["schema"])
+                if mismatch:
+                    problem(f"2xx body does not match the documented schema: {mismatch}")
+
+
+def test_fuzz_every_operation_from_the_openapi_document(dev_stack: Any, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    started = time.monotonic()
+    document = dev_stack.request("GET", "/openapi.json")
+    assert document.status == 200
+    schema = Schema(document.json())
+    operations = schema.operations()
+    assert operations, "the OpenAPI document lists no operations"
+    pools = Pools()
+    for name, ids in _seed_runs(dev_stack, tmp_path).items():
+        pools.ids[name].extend(ids)
+    for i in range(3):  # a few flow runs of our own, through the API
+        created = dev_stack.request("POST", "/flow_runs", headers={"content-type": "application/json"},
+                                    body=json.dumps({"flow_name": f"{FLOW_NAME}-own-{i}"}).encode())
+        assert created.status == 201, created.body
+        pools.ids["flow_run_id"].append(created.json()["id"])
+    gen = Generator(schema, pools)
+    outcome = Outcome()
+
+    @settings(max_examples=EXAMPLES, derandomize=True, database=None, deadline=None, print_blob=False,
+              phases=[Phase.generate], suppress_health_check=list(HealthCheck))
+    @given(request=fuzz_requests(operations, gen))
+    def fuzz(request: FuzzRequest) -> None:
+        headers = {} if request.content_type is None else {"content-type": request.content_type}
+        # A fresh connection per request, as a client without keep-alive: it never waits on the
+        # stack's delayed ACKs, so the run stays fast.
+        sent = time.perf_counter()
+        response = dev_stack.request(request.method, request.path, headers=headers, body=request.body, timeout=60)
+        took = time.perf_counter() - sent
+        outcome.http_seconds += took
+        outcome.kind_seconds[request.kind] += took
+        outcome.op_seconds[request.op.key] += took
+        outcome.sent += 1
+        outcome.statuses[response.status] += 1
+        outcome.by_kind[request.kind][response.status] += 1
+        outcome.by_operation[request.op.key] += 1
+        _check(request, response.status, response.headers, response.body, schema, outcome)
+        if response.status == 201 and request.op.key == "POST /flow_runs":
+            created = response.json()
+            if isinstance(created, dict) and isinstance(created.get("id"), str):
+                pools.ids["flow_run_id"].append(created["id"])
+
+    fuzz()
+    elapsed = time.monotonic() - started
+    with capsys.disabled():
+        print(f"\nfuzz: {outcome.sent} requests over {len(operations)} operations in {elapsed:.1f} s "
+              f"({outcome.http_seconds:.1f} s waiting on HTTP); status codes: "
+              + ", ".join(f"{code}: {n}" for code, n in sorted(outcome.statuses.items())))
+        for kind, counts in sorted(outcome.by_kind.items()):
+            histogram = ", ".join(f"{code}: {n}" for code, n in sorted(counts.items()))
+            print(f"  {kind:<20} {outcome.kind_seconds[kind]:5.1f} s  {histogram}")
+        print("  slowest operations: " + ", ".join(
+            f"{key} {seconds / outcome.by_operation[key] * 1000:.0f} ms x{outcome.by_operation[key]}"
+            for key, seconds in sorted(outcome.op_seconds.items(), key=lambda kv: -kv[1])[:4]))
+        for key, (n, first) in sorted(outcome.refused_valid.items()):
+            print(f"  schema-valid but refused (422) x{n}: {key}: {first}")
+        for line in outcome.known[:10]:
+            print("  KNOWN", line[:600])
+        if len(outcome.known) > 10:
+            print(f"  ... {len(outcome.known) - 10} more known")
+        for problem in outcome.problems[:40]:
+            print("  PROBLEM", problem[:1500])
+    assert outcome.sent >= MIN_REQUESTS
+    missing = [op.key for op in operations if outcome.by_operation[op.key] == 0]
+    assert not missing, f"operations never fuzzed: {missing}"
+    assert not outcome.problems, f"{len(outcome.problems)} problems, the first: " + "\n".join(outcome.problems[:10])
+
