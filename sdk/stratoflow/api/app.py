@@ -134,6 +134,12 @@ def build_app() -> "APIGatewayHttpResolver":
             raise BadRequest(f"malformed JSON body: {exc.msg} (line {exc.lineno}, column {exc.colno})") from None
         except RecursionError:
             raise BadRequest("malformed JSON body: nested too deeply") from None
+        if "\\u" in body:
+            # JSON may carry a lone UTF-16 surrogate ("\ud800"); nothing downstream can store it.
+            try:
+                json.dumps(value, ensure_ascii=False).encode("utf-8")
+            except UnicodeEncodeError:
+                raise BadRequest("malformed JSON body: lone UTF-16 surrogate in a string") from None
         route = app.context.get("_route")
         expects_array = route is not None and (route.method, route.path) in _ARRAY_BODIES
         if isinstance(value, list) and not expects_array:

@@ -34,6 +34,15 @@ _RESET: dict[str, Any] = {"state": None, "state_history": [], "run_count": 0, "s
           "total_run_time": 0.0}
 
 
+class FlowIn(BaseModel):
+    """What a client may set on a flow record (the server assigns id and created)."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: Annotated[str, Field(min_length=1, max_length=256)]
+    description: Annotated[str, Field(max_length=10_000)] | None = None
+    tags: list[Annotated[str, Field(min_length=1, max_length=256)]] = Field(default_factory=list, max_length=100)
+
+
 class CommitIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -163,8 +172,8 @@ def register(app: "APIGatewayHttpResolver") -> None:
 
     @app.post("/flows/ensure", tags=["engine"], summary="Create the flow record if absent; the stored one",
               responses=responses(200, Flow, "the stored flow", *body_errors))
-    def ensure_flow(body: Flow) -> Flow:
-        return get_store().ensure_flow(body)
+    def ensure_flow(body: FlowIn) -> Flow:
+        return get_store().ensure_flow(Flow(name=body.name, description=body.description, tags=body.tags))
 
     @app.post("/runs/<kind>/create", tags=["engine"], status_code=201,
               summary="Create a run with its state history, replayed through the policy",

@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import random
 import uuid
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -60,16 +59,10 @@ if TYPE_CHECKING:
 # A Lambda response may be 6 MB; log pages are cut to stay well below it.
 MAX_LOG_PAGE_BYTES = 4 * 1024 * 1024
 
-_ADJECTIVES = ("amber", "brisk", "calm", "daring", "eager", "fuzzy", "gentle", "hidden", "icy", "jolly", "keen",
-               "lively", "mellow", "nimble", "olive", "proud", "quiet", "rapid", "silver", "tidy", "urban",
-               "vivid", "witty", "young", "zesty")
-_ANIMALS = ("alpaca", "badger", "cheetah", "dingo", "egret", "falcon", "gecko", "heron", "ibis", "jackal", "koala",
-            "lemur", "marmot", "newt", "otter", "puffin", "quokka", "raven", "seal", "tapir", "urchin", "vole",
-            "walrus", "yak", "zebra")
-
-
 def _run_name() -> str:
-    return f"{random.choice(_ADJECTIVES)}-{random.choice(_ANIMALS)}"
+    from stratoflow.names import generate_run_name
+
+    return generate_run_name()
 
 
 # -- runs ---------------------------------------------------------------------------------------
