@@ -10,8 +10,10 @@ import base64
 import binascii
 import json
 import uuid
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from pydantic import BaseModel
 
 from stratoflow.api.errors import Conflict, NotFound, Unprocessable
 from stratoflow.api.schemas import (
@@ -268,6 +270,42 @@ def validate_parameters(schema: dict[str, Any], parameters: dict[str, Any]) -> N
     raise Unprocessable(f"{first['loc']}: {first['msg']}{more}", errors=details[:20])
 
 
+_M = TypeVar("_M", bound=BaseModel)
+
+
+def _write_record(
+    store: Store, kind: str, key: str, model: type[_M], what: str, *,
+    create: Callable[[], _M] | None, update: Callable[[_M, int], _M | None],
+) -> tuple[_M, bool]:
+    """Create or update one record with optimistic concurrency, re-reading after a lost race.
+
+    ``update(current, stored_version)`` returns the new record, or None when nothing changes;
+    without ``create`` a missing record is a 404. Returns the record and whether it was created.
+    """
+    for _ in range(_WRITE_ATTEMPTS):
+        try:
+            stored = store.get_object(kind, key)
+        except ObjectNotFound:
+            if create is None:
+                raise
+            record = create()
+            try:
+                store.put_object(kind, key, record.model_dump(mode="json"), must_not_exist=True)
+            except ObjectAlreadyExists:
+                continue
+            return record, True
+        current = model.model_validate(stored.doc)
+        changed = update(current, stored.version)
+        if changed is None:
+            return current, False
+        try:
+            store.put_object(kind, key, changed.model_dump(mode="json"), expected_version=stored.version)
+        except (ObjectVersionConflict, ObjectNotFound):
+            continue
+        return changed, False
+    raise Conflict(f"the {what} keeps changing concurrently; retry later")
+
+
 def upsert_deployment(store: Store, request: DeploymentCreate) -> tuple[Deployment, bool]:
     """Create the deployment, or update the one with the same (flow_name, name), bumping its version."""
     _check_schema(request.parameter_openapi_schema)
@@ -278,28 +316,14 @@ def upsert_deployment(store: Store, request: DeploymentCreate) -> tuple[Deployme
     elif request.work_queue_name is not None:
         raise Unprocessable("body.work_queue_name: needs work_pool_name")
     dep_id = deployment_id(request.flow_name, request.name)
-    fields = request.model_dump()
-    for _ in range(_WRITE_ATTEMPTS):
-        try:
-            current = store.get_object(DEPLOYMENT, dep_id)
-        except ObjectNotFound:
-            deployment = Deployment(id=dep_id, **fields)
-            try:
-                store.put_object(DEPLOYMENT, dep_id, deployment.model_dump(mode="json"), must_not_exist=True)
-            except ObjectAlreadyExists:
-                continue
-            return deployment, True
-        # An update changes the fields the request names; the others keep their stored values.
-        given = request.model_dump(exclude_unset=True)
-        old = Deployment.model_validate(current.doc)
-        deployment = Deployment(**{**old.model_dump(), **given, "version": current.version + 1, "updated": now()})
-        try:
-            store.put_object(DEPLOYMENT, dep_id, deployment.model_dump(mode="json"),
-                             expected_version=current.version)
-        except (ObjectVersionConflict, ObjectNotFound):
-            continue
-        return deployment, False
-    raise Conflict("the deployment keeps changing concurrently; retry later")
+    # An update changes the fields the request names; the others keep their stored values.
+    given = request.model_dump(exclude_unset=True)
+    return _write_record(
+        store, DEPLOYMENT, dep_id, Deployment, "deployment",
+        create=lambda: Deployment(id=dep_id, **request.model_dump()),
+        update=lambda old, version: Deployment(**{**old.model_dump(), **given, "version": version + 1,
+                                                  "updated": now()}),
+    )
 
 
 def read_deployment(store: Store, dep_id: str) -> Deployment:
@@ -335,18 +359,11 @@ def filter_deployments(store: Store, request: DeploymentFilter) -> list[Deployme
 
 
 def set_deployment_paused(store: Store, dep_id: str, paused: bool) -> Deployment:
-    for _ in range(_WRITE_ATTEMPTS):
-        current = store.get_object(DEPLOYMENT, dep_id)
-        dep = Deployment.model_validate(current.doc)
-        if dep.paused == paused:
-            return dep
-        dep = dep.model_copy(update={"paused": paused, "version": current.version + 1, "updated": now()})
-        try:
-            store.put_object(DEPLOYMENT, dep_id, dep.model_dump(mode="json"), expected_version=current.version)
-        except ObjectVersionConflict:
-            continue
-        return dep
-    raise Conflict("the deployment keeps changing concurrently; retry later")
+    return _write_record(
+        store, DEPLOYMENT, dep_id, Deployment, "deployment", create=None,
+        update=lambda dep, version: None if dep.paused == paused else dep.model_copy(
+            update={"paused": paused, "version": version + 1, "updated": now()}),
+    )[0]
 
 
 def create_deployment_flow_run(store: Store, settings: Settings, dep_id: str,
@@ -384,18 +401,10 @@ def list_work_pools(store: Store) -> list[WorkPool]:
 
 
 def set_work_pool_paused(store: Store, name: str, paused: bool) -> WorkPool:
-    for _ in range(_WRITE_ATTEMPTS):
-        current = store.get_object(WORK_POOL, name)
-        pool = WorkPool.model_validate(current.doc)
-        if pool.paused == paused:
-            return pool
-        pool = pool.model_copy(update={"paused": paused})
-        try:
-            store.put_object(WORK_POOL, name, pool.model_dump(mode="json"), expected_version=current.version)
-        except ObjectVersionConflict:
-            continue
-        return pool
-    raise Conflict("the work pool keeps changing concurrently; retry later")
+    return _write_record(
+        store, WORK_POOL, name, WorkPool, "work pool", create=None,
+        update=lambda pool, _version: None if pool.paused == paused else pool.model_copy(update={"paused": paused}),
+    )[0]
 
 
 def create_work_queue(store: Store, pool_name: str, request: WorkQueueCreate) -> WorkQueue:
@@ -426,25 +435,12 @@ def list_work_queues(store: Store, pool_name: str) -> list[WorkQueue]:
 # -- concurrency limits ---------------------------------------------------------------------------
 def upsert_concurrency_limit(store: Store, request: ConcurrencyLimitCreate) -> tuple[ConcurrencyLimit, bool]:
     """Create the limit of ``tag``, or change its limit (the slots held stay held)."""
-    for _ in range(_WRITE_ATTEMPTS):
-        try:
-            current = store.get_object(CONCURRENCY_LIMIT, request.tag)
-        except ObjectNotFound:
-            limit = ConcurrencyLimit(tag=request.tag, limit=request.limit)
-            try:
-                store.put_object(CONCURRENCY_LIMIT, limit.tag, limit.model_dump(mode="json"), must_not_exist=True)
-            except ObjectAlreadyExists:
-                continue
-            return limit, True
-        limit = ConcurrencyLimit.model_validate(current.doc).model_copy(
-            update={"limit": request.limit, "version": current.version + 1, "updated": now()})
-        try:
-            store.put_object(CONCURRENCY_LIMIT, limit.tag, limit.model_dump(mode="json"),
-                             expected_version=current.version)
-        except (ObjectVersionConflict, ObjectNotFound):
-            continue
-        return limit, False
-    raise Conflict("the concurrency limit keeps changing concurrently; retry later")
+    return _write_record(
+        store, CONCURRENCY_LIMIT, request.tag, ConcurrencyLimit, "concurrency limit",
+        create=lambda: ConcurrencyLimit(tag=request.tag, limit=request.limit),
+        update=lambda limit, version: limit.model_copy(
+            update={"limit": request.limit, "version": version + 1, "updated": now()}),
+    )
 
 
 def read_concurrency_limit(store: Store, tag: str) -> ConcurrencyLimit:
