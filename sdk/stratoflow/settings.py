@@ -63,6 +63,9 @@ class Settings(BaseSettings):
     group_commit_interval: float = 0.05
     task_runner_max_workers: int = 16
 
+    # Listing recent flow runs without a filter reads one index partition per day this far back.
+    list_days_back: int = 31
+
     # Embedded backend: fsync the journal on each write (survives power loss, not just a crash).
     embedded_fsync: bool = False
 

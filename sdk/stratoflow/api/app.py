@@ -270,13 +270,21 @@ def build_app() -> "APIGatewayHttpResolver":
     def read_flow_run(flow_run_id: FlowRunId) -> FlowRun:
         return ops.read_flow_run(get_store(), flow_run_id)
 
-    @app.post("/flow_runs/filter", tags=["flow runs"], summary="Flow runs, newest first",
+    @app.post("/flow_runs/filter", tags=["flow runs"],
+              summary="Flow runs, newest first; the next page's cursor is in the x-next-cursor header",
               responses=responses(200, list[FlowRun], "matching flow runs", 400, 413, 415))
-    def filter_flow_runs(body: Annotated[FlowRunFilter | None, Body()] = None) -> list[FlowRun]:
+    def filter_flow_runs(body: Annotated[FlowRunFilter | None, Body()] = None) -> Response[list[FlowRun]]:
         body = body or FlowRunFilter()
         types = [StateType(t) for t in body.state_types] if body.state_types else None
-        return get_store().list_flow_runs(flow_name=body.flow_name, deployment_id=body.deployment_id,
-                                          state_types=types, limit=body.limit)
+        try:
+            runs, next_cursor = get_store().page_flow_runs(
+                flow_name=body.flow_name, deployment_id=body.deployment_id, state_types=types, tags=body.tags,
+                created_after=body.created_after, created_before=body.created_before, cursor=body.cursor,
+                limit=body.limit)
+        except ValueError as exc:  # a cursor this API did not hand out
+            raise Unprocessable(f"body.cursor: {exc}") from None
+        headers = {"x-next-cursor": next_cursor} if next_cursor else None
+        return Response(status_code=200, content_type=JSON, body=runs, headers=headers)
 
     @app.get("/flow_runs/<flow_run_id>/states", tags=["flow runs"], summary="State history, oldest first",
              responses=responses(200, list[State], "the states", 404))

@@ -101,6 +101,11 @@ class FlowRunFilter(_Body):
     flow_name: Name | None = None
     deployment_id: Name | None = None
     state_types: list[StateType] | None = Field(default=None, max_length=len(StateType))
+    tags: list[Name] | None = Field(default=None, max_length=50, description="runs carrying all of these tags")
+    created_after: datetime | None = Field(default=None, description="created at or after (inclusive)")
+    created_before: datetime | None = Field(default=None, description="created before (exclusive)")
+    cursor: Annotated[str, Field(max_length=2048)] | None = Field(
+        default=None, description="the x-next-cursor header of the previous page")
     limit: int = Field(default=200, ge=1, le=1000)
 
 

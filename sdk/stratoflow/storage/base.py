@@ -132,6 +132,22 @@ class Store(ABC):
         limit: int = 200,
     ) -> list[FlowRun]: ...
 
+    def page_flow_runs(
+        self,
+        *,
+        flow_name: str | None = None,
+        deployment_id: str | None = None,
+        state_types: Sequence[StateType] | None = None,
+        scheduled_before: datetime | None = None,
+        tags: Sequence[str] | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        limit: int = 200,
+        cursor: str | None = None,
+    ) -> tuple[list[FlowRun], str | None]:
+        """A page of flow runs and the cursor of the next one (None at the end)."""
+        raise NotImplementedError(f"{type(self).__name__} does not page flow runs")
+
     @abstractmethod
     def list_task_runs(self, flow_run_id: str) -> list[TaskRun]: ...
 

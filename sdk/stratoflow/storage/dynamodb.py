@@ -21,13 +21,16 @@ transition is one UpdateItem conditioned on the version and the allowed from-sta
 from __future__ import annotations
 
 import atexit
+import base64
 import contextlib
 import hashlib
+import heapq
+import itertools
 import json
 import threading
 import uuid
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -427,33 +430,94 @@ class DynamoDBStore(Store):
         deployment_id: str | None = None,
         state_types: Sequence[StateType] | None = None,
         scheduled_before: datetime | None = None,
+        tags: Sequence[str] | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
         limit: int = 200,
+        cursor: str | None = None,
     ) -> list[FlowRun]:
+        return self.page_flow_runs(
+            flow_name=flow_name, deployment_id=deployment_id, state_types=state_types,
+            scheduled_before=scheduled_before, tags=tags, created_after=created_after,
+            created_before=created_before, limit=limit, cursor=cursor,
+        )[0]
+
+    def page_flow_runs(
+        self,
+        *,
+        flow_name: str | None = None,
+        deployment_id: str | None = None,
+        state_types: Sequence[StateType] | None = None,
+        scheduled_before: datetime | None = None,
+        tags: Sequence[str] | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        limit: int = 200,
+        cursor: str | None = None,
+    ) -> tuple[list[FlowRun], str | None]:
+        """A page of flow runs and the cursor of the next page (None at the end).
+
+        Order: by state, the time the run entered its state (newest first; oldest first for
+        due runs, ``scheduled_before``); by deployment, expected start; otherwise creation time,
+        newest first. Every index query is read lazily and merged, so a page costs about the
+        items it returns plus those the filters drop.
+        """
         m = self.models.FlowRunItem
-        items: list[Any] = []
+        ascending = scheduled_before is not None
+        sort_attr: str
+        streams: list[Iterator[Any]]
         if state_types:
+            sort_attr = "state_time"
             upper = _iso(scheduled_before) if scheduled_before else None
-            for st in state_types:
-                for shard in range(STATE_SHARDS):
-                    cond = m.state_time <= upper if upper else None
-                    items.extend(m.by_state.query(f"{st.value}#{shard}", cond, limit=limit))
+            streams = [iter(m.by_state.query(f"{st.value}#{shard}", m.state_time <= upper if upper else None,
+                                             scan_index_forward=ascending, page_size=100))
+                       for st in state_types for shard in range(STATE_SHARDS)]
         elif deployment_id:
-            items = list(m.by_deployment.query(deployment_id, scan_index_forward=False, limit=limit))
+            sort_attr = "expected_start"
+            streams = [iter(m.by_deployment.query(deployment_id, scan_index_forward=False, page_size=100))]
         elif flow_name:
-            items = list(m.by_flow.query(flow_name, scan_index_forward=False, limit=limit))
+            sort_attr = "created"
+            streams = [iter(m.by_flow.query(flow_name, scan_index_forward=False, page_size=100))]
         else:
-            day = datetime.now(UTC)
-            for _ in range(31):
-                items.extend(m.by_day.query(day.strftime("%Y-%m-%d"), scan_index_forward=False,
-                                            limit=limit - len(items)))
-                if len(items) >= limit:
-                    break
+            sort_attr = "created"
+            newest = created_before or datetime.now(UTC)
+            oldest = created_after or newest - timedelta(days=self.settings.list_days_back)
+            days = []
+            day = newest
+            while day.date() >= oldest.date():
+                days.append(day.strftime("%Y-%m-%d"))
                 day -= timedelta(days=1)
-        runs: list[Any] = [self._from_item(RunKind.FLOW, it) for it in items]
-        runs = [r for r in runs if (flow_name is None or r.flow_name == flow_name)
-                and (deployment_id is None or r.deployment_id == deployment_id)]
-        runs.sort(key=lambda r: r.created, reverse=True)
-        return runs[:limit]
+            streams = [itertools.chain.from_iterable(
+                m.by_day.query(d, scan_index_forward=False, page_size=100) for d in days)]
+
+        def key_of(item: Any) -> tuple[str, str]:
+            return (getattr(item, sort_attr) or "", item.id)
+
+        merged = heapq.merge(*streams, key=key_of, reverse=not ascending)
+        after = _decode_cursor(cursor)
+        wanted_tags = set(tags or ())
+        lo, hi = _iso(created_after), _iso(created_before)
+        runs: list[FlowRun] = []
+        last_key: tuple[str, str] | None = None
+        for item in merged:
+            k = key_of(item)
+            if after is not None and ((k >= after) if not ascending else (k <= after)):
+                continue
+            if (lo and item.created < lo) or (hi and item.created >= hi):
+                continue
+            run = self._from_item(RunKind.FLOW, item)
+            assert isinstance(run, FlowRun)
+            if (flow_name is not None and run.flow_name != flow_name) or (
+                    deployment_id is not None and run.deployment_id != deployment_id) or (
+                    wanted_tags and not wanted_tags <= set(run.tags)):
+                continue
+            runs.append(run)
+            last_key = k
+            if len(runs) >= limit:
+                break
+        else:
+            return runs, None
+        return runs, _encode_cursor(last_key)
 
     @staticmethod
     def idempotency_pk(flow_name: str, key: str) -> str:
@@ -611,6 +675,23 @@ class DynamoDBStore(Store):
         bucket, _, key = uri[5:].partition("/")
         body = _aws.client("s3", self.settings).get_object(Bucket=bucket, Key=key)["Body"]
         return bytes(body.read())
+
+
+def _encode_cursor(key: tuple[str, str] | None) -> str | None:
+    if key is None:
+        return None
+    return base64.urlsafe_b64encode(json.dumps(list(key)).encode()).decode()
+
+
+def _decode_cursor(cursor: str | None) -> tuple[str, str] | None:
+    """The position a page ended at. A cursor that does not decode is refused by name."""
+    if not cursor:
+        return None
+    try:
+        sort_value, run_id = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+        return str(sort_value), str(run_id)
+    except (ValueError, TypeError):
+        raise ValueError(f"cursor {cursor[:40]!r} is not one this API returned") from None
 
 
 def _conditional_failure(exc: Exception) -> bool:
