@@ -25,8 +25,11 @@ lint: venv
 typecheck: venv
 	$(BIN)/mypy
 
+# All tiers, then the engine's functional tests again through the API of a `stratoflow dev`
+# stack (STRATOFLOW_TEST_BACKEND=api, see tests/conftest.py): the same suite in both modes.
 test: venv lint typecheck
 	$(BIN)/pytest -q -n $(PYTEST_WORKERS) tests
+	STRATOFLOW_TEST_BACKEND=api $(BIN)/pytest -q -n $(PYTEST_WORKERS) tests/functional/test_flows.py tests/functional/test_tasks.py
 
 unit: venv
 	$(BIN)/pytest -q tests/unit

@@ -1,15 +1,26 @@
 """``get_client()``: read back flows, runs, state history and logs (and set states).
 
-With the store backend (embedded or AWS) the client reads DynamoDB directly; an HTTP client for
-``STRATOFLOW_API_URL`` implements the same methods (see the API issue).
+One client class over two backends, chosen by the store ``get_store()`` returns:
+
+* the store (embedded or AWS): the client reads DynamoDB directly and goes through
+  ``stratoflow.api.operations`` (the same code the API's routes call) for everything else;
+* the API (``STRATOFLOW_API_URL``, an ``ApiStore``): every method is one of the API's routes.
+
+Each public method checks and shapes its arguments once, then calls its backend. Both backends
+answer with the same types and raise the same errors: ``ObjectNotFound`` for an unknown id,
+``TransitionRefused`` when the rules refuse a cancel/retry, the ``stratoflow.api.errors``
+classes (``Conflict``, ``Unprocessable``, ...) for the rest. ``set_flow_run_state`` and
+``set_task_run_state`` never raise for a refused transition: ABORT is an ``OrchestrationResult``.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator, Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from stratoflow.exceptions import ObjectNotFound, TransitionRefused
 from stratoflow.models import (
     ConcurrencyLimit,
     Deployment,
@@ -22,12 +33,25 @@ from stratoflow.models import (
     WorkQueue,
 )
 from stratoflow.orchestration import OrchestrationResult, RunKind
-from stratoflow.services import set_run_state
 from stratoflow.states import State, StateType
 from stratoflow.storage.base import LogPage, Store
 
+if TYPE_CHECKING:
+    from stratoflow.api.schemas import (
+        ConcurrencyLimitCreate,
+        DeploymentCreate,
+        DeploymentFilter,
+        DeploymentRunCreate,
+        TaskRunFilter,
+        WorkPoolCreate,
+        WorkQueueCreate,
+    )
+    from stratoflow.storage.api_store import ApiStore
 
-class StratoflowClient:
+
+class _StoreBackend:
+    """The client's calls over the ``Store`` (DynamoDB + S3, embedded or AWS)."""
+
     def __init__(self, store: Store) -> None:
         self.store = store
 
@@ -35,80 +59,31 @@ class StratoflowClient:
     def read_flow(self, name: str) -> Flow:
         return self.store.read_flow(name)
 
+    def read_flows(self, limit: int) -> list[Flow]:
+        from stratoflow.api import operations as ops
+
+        return ops.list_flows(self.store, limit)
+
     # flow runs
     def read_flow_run(self, flow_run_id: str) -> FlowRun:
-        run = self.store.read_run(RunKind.FLOW, flow_run_id)
-        assert isinstance(run, FlowRun)
-        return run
+        from stratoflow.api import operations as ops
 
-    def read_flow_runs(
-        self,
-        *,
-        flow_name: str | None = None,
-        deployment_id: str | None = None,
-        state_types: Sequence[StateType | str] | None = None,
-        scheduled_before: datetime | None = None,
-        limit: int = 200,
-    ) -> list[FlowRun]:
-        types = [StateType(t) for t in state_types] if state_types else None
-        return self.store.list_flow_runs(flow_name=flow_name, deployment_id=deployment_id, state_types=types,
+        return ops.read_flow_run(self.store, flow_run_id)
+
+    def read_flow_runs(self, *, flow_name: str | None, deployment_id: str | None,
+                       state_types: list[StateType] | None, scheduled_before: datetime | None,
+                       limit: int) -> list[FlowRun]:
+        return self.store.list_flow_runs(flow_name=flow_name, deployment_id=deployment_id, state_types=state_types,
                                          scheduled_before=scheduled_before, limit=limit)
-
-    def read_flow_run_parameters(self, flow_run_id: str) -> dict[str, object]:
-        """The run's parameters, loaded from S3 when they were too large for the run item."""
-        import json
-
-        run = self.read_flow_run(flow_run_id)
-        if run.parameters_ref:
-            return dict(json.loads(self.store.get_blob(run.parameters_ref)))
-        return run.parameters
 
     def read_flow_run_states(self, flow_run_id: str) -> list[State]:
         return self.read_flow_run(flow_run_id).state_history
 
-    def set_flow_run_state(self, flow_run_id: str, state: State, force: bool = False) -> OrchestrationResult:
-        result, _ = set_run_state(self.store, RunKind.FLOW, flow_run_id, state, force=force)
+    def set_state(self, kind: RunKind, run_id: str, state: State, force: bool) -> OrchestrationResult:
+        from stratoflow.services import set_run_state
+
+        result, _ = set_run_state(self.store, kind, run_id, state, force=force)
         return result
-
-    # task runs
-    def read_task_run(self, task_run_id: str) -> TaskRun:
-        run = self.store.read_run(RunKind.TASK, task_run_id)
-        assert isinstance(run, TaskRun)
-        return run
-
-    def read_task_runs(self, flow_run_id: str) -> list[TaskRun]:
-        return sorted(self.store.list_task_runs(flow_run_id), key=lambda r: (r.start_time or r.created, r.created))
-
-    def read_task_run_states(self, task_run_id: str) -> list[State]:
-        return self.read_task_run(task_run_id).state_history
-
-    def set_task_run_state(self, task_run_id: str, state: State, force: bool = False) -> OrchestrationResult:
-        result, _ = set_run_state(self.store, RunKind.TASK, task_run_id, state, force=force)
-        return result
-
-    # logs
-    def read_logs(self, flow_run_id: str, *, task_run_id: str | None = None, min_level: int = 0,
-                  cursor: str | None = None, limit: int = 1000) -> LogPage:
-        return self.store.read_logs(flow_run_id, cursor=cursor, limit=limit, task_run_id=task_run_id,
-                                    min_level=min_level)
-
-    def iter_logs(self, flow_run_id: str, **kwargs: object) -> Iterator[Log]:
-        """Every stored log line of the run, oldest first, across pages."""
-        cursor: str | None = None
-        while True:
-            page = self.read_logs(flow_run_id, cursor=cursor, **kwargs)  # type: ignore[arg-type]
-            yield from page.logs
-            if not page.logs or page.next_cursor is None:
-                return
-            cursor = page.next_cursor
-
-    # -- flows, deployments, work pools, concurrency limits; run cancel/retry/delete ----------
-    # These go through stratoflow.api.operations, the same code the API's routes call, so the
-    # client refuses exactly what the API refuses (errors are StratoflowError subclasses).
-    def read_flows(self, limit: int = 200) -> list[Flow]:
-        from stratoflow.api import operations as ops
-
-        return ops.list_flows(self.store, limit)
 
     def cancel_flow_run(self, flow_run_id: str) -> FlowRun:
         from stratoflow.api import operations as ops
@@ -125,68 +100,60 @@ class StratoflowClient:
 
         ops.delete_flow_run(self.store, flow_run_id)
 
-    def filter_task_runs(self, flow_run_id: str, state_types: Sequence[StateType | str] | None = None,
-                         limit: int = 1000) -> list[TaskRun]:
+    # task runs
+    def read_task_run(self, task_run_id: str) -> TaskRun:
         from stratoflow.api import operations as ops
-        from stratoflow.api.schemas import TaskRunFilter
 
-        types = [StateType(t) for t in state_types] if state_types else None
-        return ops.filter_task_runs(self.store, TaskRunFilter(flow_run_id=flow_run_id, state_types=types,
-                                                              limit=limit))
+        return ops.read_task_run(self.store, task_run_id)
 
-    def create_deployment(self, flow_name: str, name: str, **fields: Any) -> Deployment:
-        """Create the deployment, or update the one with this (flow_name, name) (its version goes up)."""
+    def read_task_runs(self, flow_run_id: str) -> list[TaskRun]:
+        return self.store.list_task_runs(flow_run_id)
+
+    def filter_task_runs(self, request: TaskRunFilter) -> list[TaskRun]:
         from stratoflow.api import operations as ops
-        from stratoflow.api.schemas import DeploymentCreate
 
-        deployment, _ = ops.upsert_deployment(self.store, DeploymentCreate(flow_name=flow_name, name=name, **fields))
+        return ops.filter_task_runs(self.store, request)
+
+    # logs
+    def read_logs(self, flow_run_id: str, *, task_run_id: str | None, min_level: int, cursor: str | None,
+                  limit: int) -> LogPage:
+        return self.store.read_logs(flow_run_id, cursor=cursor, limit=limit, task_run_id=task_run_id,
+                                    min_level=min_level)
+
+    # deployments
+    def upsert_deployment(self, request: DeploymentCreate) -> Deployment:
+        from stratoflow.api import operations as ops
+
+        deployment, _ = ops.upsert_deployment(self.store, request)
         return deployment
 
-    def read_deployment(self, name_or_id: str) -> Deployment:
-        """By id, or by ``flow-name/deployment-name``."""
+    def read_deployment(self, deployment_id: str) -> Deployment:
         from stratoflow.api import operations as ops
 
-        return ops.find_deployment(self.store, name_or_id)
+        return ops.read_deployment(self.store, deployment_id)
 
-    def read_deployments(self, *, flow_name: str | None = None, work_pool_name: str | None = None,
-                         paused: bool | None = None, tags: Sequence[str] | None = None,
-                         limit: int = 200) -> list[Deployment]:
-        from stratoflow.api import operations as ops
-        from stratoflow.api.schemas import DeploymentFilter
-
-        return ops.filter_deployments(self.store, DeploymentFilter(
-            flow_name=flow_name, work_pool_name=work_pool_name, paused=paused,
-            tags=list(tags) if tags is not None else None, limit=limit))
-
-    def pause_deployment(self, name_or_id: str) -> Deployment:
+    def filter_deployments(self, request: DeploymentFilter) -> list[Deployment]:
         from stratoflow.api import operations as ops
 
-        return ops.set_deployment_paused(self.store, self.read_deployment(name_or_id).id, True)
+        return ops.filter_deployments(self.store, request)
 
-    def resume_deployment(self, name_or_id: str) -> Deployment:
+    def set_deployment_paused(self, deployment_id: str, paused: bool) -> Deployment:
         from stratoflow.api import operations as ops
 
-        return ops.set_deployment_paused(self.store, self.read_deployment(name_or_id).id, False)
+        return ops.set_deployment_paused(self.store, deployment_id, paused)
 
-    def create_flow_run_from_deployment(self, name_or_id: str, *, parameters: dict[str, Any] | None = None,
-                                        tags: Sequence[str] = (), name: str | None = None,
-                                        idempotency_key: str | None = None) -> FlowRun:
+    def create_deployment_flow_run(self, deployment_id: str, request: DeploymentRunCreate) -> FlowRun:
         from stratoflow.api import operations as ops
-        from stratoflow.api.schemas import DeploymentRunCreate
         from stratoflow.settings import get_settings
 
-        deployment = self.read_deployment(name_or_id)
-        run, _ = ops.create_deployment_flow_run(self.store, get_settings(), deployment.id, DeploymentRunCreate(
-            parameters=parameters or {}, tags=list(tags), name=name, idempotency_key=idempotency_key))
+        run, _ = ops.create_deployment_flow_run(self.store, get_settings(), deployment_id, request)
         return run
 
-    def create_work_pool(self, name: str, type: str = "lambda", concurrency_limit: int | None = None,
-                         description: str | None = None) -> WorkPool:
+    # work pools and queues
+    def create_work_pool(self, request: WorkPoolCreate) -> WorkPool:
         from stratoflow.api import operations as ops
-        from stratoflow.api.schemas import WorkPoolCreate
 
-        return ops.create_work_pool(self.store, WorkPoolCreate(
-            name=name, type=WorkPoolType(type), concurrency_limit=concurrency_limit, description=description))
+        return ops.create_work_pool(self.store, request)
 
     def read_work_pool(self, name: str) -> WorkPool:
         from stratoflow.api import operations as ops
@@ -198,36 +165,27 @@ class StratoflowClient:
 
         return ops.list_work_pools(self.store)
 
-    def pause_work_pool(self, name: str) -> WorkPool:
+    def set_work_pool_paused(self, name: str, paused: bool) -> WorkPool:
         from stratoflow.api import operations as ops
 
-        return ops.set_work_pool_paused(self.store, name, True)
+        return ops.set_work_pool_paused(self.store, name, paused)
 
-    def resume_work_pool(self, name: str) -> WorkPool:
+    def create_work_queue(self, work_pool_name: str, request: WorkQueueCreate) -> WorkQueue:
         from stratoflow.api import operations as ops
 
-        return ops.set_work_pool_paused(self.store, name, False)
-
-    def create_work_queue(self, work_pool_name: str, name: str, priority: int = 1,
-                          concurrency_limit: int | None = None) -> WorkQueue:
-        from stratoflow.api import operations as ops
-        from stratoflow.api.schemas import WorkQueueCreate
-
-        return ops.create_work_queue(self.store, work_pool_name, WorkQueueCreate(
-            name=name, priority=priority, concurrency_limit=concurrency_limit))
+        return ops.create_work_queue(self.store, work_pool_name, request)
 
     def read_work_queues(self, work_pool_name: str) -> list[WorkQueue]:
         from stratoflow.api import operations as ops
 
         return ops.list_work_queues(self.store, work_pool_name)
 
-    def create_concurrency_limit(self, tag: str, limit: int) -> ConcurrencyLimit:
-        """Create the limit of ``tag`` or change it."""
+    # concurrency limits
+    def upsert_concurrency_limit(self, request: ConcurrencyLimitCreate) -> ConcurrencyLimit:
         from stratoflow.api import operations as ops
-        from stratoflow.api.schemas import ConcurrencyLimitCreate
 
-        created, _ = ops.upsert_concurrency_limit(self.store, ConcurrencyLimitCreate(tag=tag, limit=limit))
-        return created
+        limit, _ = ops.upsert_concurrency_limit(self.store, request)
+        return limit
 
     def read_concurrency_limit(self, tag: str) -> ConcurrencyLimit:
         from stratoflow.api import operations as ops
@@ -243,6 +201,390 @@ class StratoflowClient:
         from stratoflow.api import operations as ops
 
         ops.delete_concurrency_limit(self.store, tag)
+
+
+@contextlib.contextmanager
+def _api_errors() -> Iterator[None]:
+    """The transport's 4xx errors as the ``stratoflow.api.errors`` class of their status, the
+    errors the store backend raises (the API's routes raise them from the same operations).
+    ``ObjectNotFound`` and ``TransitionRefused`` pass through: the transport raises those already."""
+    from stratoflow import _http
+    from stratoflow.api import errors
+
+    try:
+        yield
+    except _http.ApiError as exc:
+        classes: dict[int, type[errors.ApiError]] = {
+            400: errors.BadRequest, 404: errors.NotFound, 409: errors.Conflict, 413: errors.PayloadTooLarge,
+            415: errors.UnsupportedMediaType, 422: errors.Unprocessable}
+        extra = {k: v for k, v in exc.body.items() if k != "error"} if isinstance(exc.body, dict) else {}
+        raise classes.get(exc.status, errors.ApiError)(exc.message, status_code=exc.status, **extra) from exc
+
+
+def _models(model: type[Any], data: Any) -> list[Any]:
+    return [model.model_validate(x) for x in data]
+
+
+class _HttpBackend:
+    """The client's calls over the control-plane API: one route each."""
+
+    def __init__(self, store: ApiStore) -> None:
+        self.store = store
+
+    def _request(self, method: str, path: str, *, json_body: Any = None,
+                 query: dict[str, Any] | None = None) -> Any:
+        with _api_errors():
+            return self.store.http.request(method, path, json_body=json_body, query=query)
+
+    @staticmethod
+    def _q(value: str) -> str:
+        from stratoflow._http import quote_segment
+
+        return quote_segment(value)
+
+    # flows
+    def read_flow(self, name: str) -> Flow:
+        return Flow.model_validate(self._request("GET", f"/flows/{self._q(name)}"))
+
+    def read_flows(self, limit: int) -> list[Flow]:
+        return _models(Flow, self._request("GET", "/flows", query={"limit": max(1, min(limit, 1000))}))
+
+    # flow runs
+    def read_flow_run(self, flow_run_id: str) -> FlowRun:
+        return FlowRun.model_validate(self._request("GET", f"/flow_runs/{self._q(flow_run_id)}"))
+
+    def read_flow_runs(self, *, flow_name: str | None, deployment_id: str | None,
+                       state_types: list[StateType] | None, scheduled_before: datetime | None,
+                       limit: int) -> list[FlowRun]:
+        # POST /flow_runs/filter (the time bound, which the route lacks, is applied as the store does).
+        with _api_errors():
+            return self.store.list_flow_runs(flow_name=flow_name, deployment_id=deployment_id,
+                                             state_types=state_types, scheduled_before=scheduled_before,
+                                             limit=limit)
+
+    def read_flow_run_states(self, flow_run_id: str) -> list[State]:
+        return _models(State, self._request("GET", f"/flow_runs/{self._q(flow_run_id)}/states"))
+
+    def set_state(self, kind: RunKind, run_id: str, state: State, force: bool) -> OrchestrationResult:
+        """``POST /<kind>_runs/<id>/set_state``: the server's rules decide. A 409 ABORT comes back
+        as the result (with the rule and its reason), as the store backend returns it."""
+        from stratoflow.orchestration import ResponseStatus
+
+        try:
+            with _api_errors():
+                data = self.store.set_state(kind, run_id, state, force=force)
+        except TransitionRefused as exc:
+            return exc.result
+        return OrchestrationResult(ResponseStatus(data["status"]),
+                                   State.model_validate(data["state"]) if data.get("state") else None,
+                                   reason=data.get("reason"), rule=data.get("rule"),
+                                   delay_seconds=data.get("delay_seconds"))
+
+    def cancel_flow_run(self, flow_run_id: str) -> FlowRun:
+        return FlowRun.model_validate(self._request("POST", f"/flow_runs/{self._q(flow_run_id)}/cancel"))
+
+    def retry_flow_run(self, flow_run_id: str) -> FlowRun:
+        return FlowRun.model_validate(self._request("POST", f"/flow_runs/{self._q(flow_run_id)}/retry"))
+
+    def delete_flow_run(self, flow_run_id: str) -> None:
+        self._request("DELETE", f"/flow_runs/{self._q(flow_run_id)}")
+
+    # task runs
+    def read_task_run(self, task_run_id: str) -> TaskRun:
+        return TaskRun.model_validate(self._request("GET", f"/task_runs/{self._q(task_run_id)}"))
+
+    def read_task_runs(self, flow_run_id: str) -> list[TaskRun]:
+        try:
+            data = self._request("GET", f"/flow_runs/{self._q(flow_run_id)}/task_runs")
+        except ObjectNotFound:
+            return []  # as the store answers for a flow run it does not have
+        return _models(TaskRun, data)
+
+    def filter_task_runs(self, request: TaskRunFilter) -> list[TaskRun]:
+        return _models(TaskRun, self._request("POST", "/task_runs/filter",
+                                              json_body=request.model_dump(mode="json", exclude_unset=True)))
+
+    # logs
+    def read_logs(self, flow_run_id: str, *, task_run_id: str | None, min_level: int, cursor: str | None,
+                  limit: int) -> LogPage:
+        query = {"cursor": cursor, "limit": max(1, min(limit, 1000)), "task_run_id": task_run_id,
+                 "min_level": min_level or None}
+        try:
+            data = self._request("GET", f"/flow_runs/{self._q(flow_run_id)}/logs", query=query)
+        except ObjectNotFound:
+            return LogPage([], None)  # as the store answers for a flow run it does not have
+        return LogPage(_models(Log, data["logs"]), data.get("next_cursor"))
+
+    # deployments
+    def upsert_deployment(self, request: DeploymentCreate) -> Deployment:
+        # Only the fields the caller gave: an update keeps the others.
+        return Deployment.model_validate(self._request(
+            "POST", "/deployments", json_body=request.model_dump(mode="json", exclude_unset=True)))
+
+    def read_deployment(self, deployment_id: str) -> Deployment:
+        return Deployment.model_validate(self._request("GET", f"/deployments/{self._q(deployment_id)}"))
+
+    def filter_deployments(self, request: DeploymentFilter) -> list[Deployment]:
+        return _models(Deployment, self._request(
+            "POST", "/deployments/filter", json_body=request.model_dump(mode="json", exclude_unset=True)))
+
+    def set_deployment_paused(self, deployment_id: str, paused: bool) -> Deployment:
+        action = "pause" if paused else "resume"
+        return Deployment.model_validate(self._request("POST", f"/deployments/{self._q(deployment_id)}/{action}"))
+
+    def create_deployment_flow_run(self, deployment_id: str, request: DeploymentRunCreate) -> FlowRun:
+        return FlowRun.model_validate(self._request(
+            "POST", f"/deployments/{self._q(deployment_id)}/create_flow_run",
+            json_body=request.model_dump(mode="json", exclude_unset=True)))
+
+    # work pools and queues
+    def create_work_pool(self, request: WorkPoolCreate) -> WorkPool:
+        return WorkPool.model_validate(self._request("POST", "/work_pools", json_body=request.model_dump(mode="json")))
+
+    def read_work_pool(self, name: str) -> WorkPool:
+        return WorkPool.model_validate(self._request("GET", f"/work_pools/{self._q(name)}"))
+
+    def read_work_pools(self) -> list[WorkPool]:
+        return _models(WorkPool, self._request("GET", "/work_pools"))
+
+    def set_work_pool_paused(self, name: str, paused: bool) -> WorkPool:
+        action = "pause" if paused else "resume"
+        return WorkPool.model_validate(self._request("POST", f"/work_pools/{self._q(name)}/{action}"))
+
+    def create_work_queue(self, work_pool_name: str, request: WorkQueueCreate) -> WorkQueue:
+        return WorkQueue.model_validate(self._request(
+            "POST", f"/work_pools/{self._q(work_pool_name)}/queues", json_body=request.model_dump(mode="json")))
+
+    def read_work_queues(self, work_pool_name: str) -> list[WorkQueue]:
+        return _models(WorkQueue, self._request("GET", f"/work_pools/{self._q(work_pool_name)}/queues"))
+
+    # concurrency limits
+    def upsert_concurrency_limit(self, request: ConcurrencyLimitCreate) -> ConcurrencyLimit:
+        return ConcurrencyLimit.model_validate(self._request(
+            "POST", "/concurrency_limits", json_body=request.model_dump(mode="json")))
+
+    def read_concurrency_limit(self, tag: str) -> ConcurrencyLimit:
+        return ConcurrencyLimit.model_validate(self._request("GET", f"/concurrency_limits/{self._q(tag)}"))
+
+    def read_concurrency_limits(self) -> list[ConcurrencyLimit]:
+        return _models(ConcurrencyLimit, self._request("GET", "/concurrency_limits"))
+
+    def delete_concurrency_limit(self, tag: str) -> None:
+        self._request("DELETE", f"/concurrency_limits/{self._q(tag)}")
+
+
+def _backend_for(store: Store) -> _StoreBackend | _HttpBackend:
+    from stratoflow.storage.api_store import ApiStore
+
+    return _HttpBackend(store) if isinstance(store, ApiStore) else _StoreBackend(store)
+
+
+def _state_types(state_types: Sequence[StateType | str] | None) -> list[StateType] | None:
+    return [StateType(t) for t in state_types] if state_types else None
+
+
+class StratoflowClient:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._backend = _backend_for(store)
+
+    @property
+    def over_api(self) -> bool:
+        """True when this client goes through the API (``STRATOFLOW_API_URL``)."""
+        return isinstance(self._backend, _HttpBackend)
+
+    # flows
+    def read_flow(self, name: str) -> Flow:
+        return self._backend.read_flow(name)
+
+    def read_flows(self, limit: int = 200) -> list[Flow]:
+        return self._backend.read_flows(limit)
+
+    # flow runs
+    def read_flow_run(self, flow_run_id: str) -> FlowRun:
+        return self._backend.read_flow_run(flow_run_id)
+
+    def read_flow_runs(
+        self,
+        *,
+        flow_name: str | None = None,
+        deployment_id: str | None = None,
+        state_types: Sequence[StateType | str] | None = None,
+        scheduled_before: datetime | None = None,
+        limit: int = 200,
+    ) -> list[FlowRun]:
+        return self._backend.read_flow_runs(flow_name=flow_name, deployment_id=deployment_id,
+                                            state_types=_state_types(state_types),
+                                            scheduled_before=scheduled_before, limit=limit)
+
+    def read_flow_run_parameters(self, flow_run_id: str) -> dict[str, object]:
+        """The run's parameters, loaded from S3 when they were too large for the run item."""
+        import json
+
+        run = self.read_flow_run(flow_run_id)
+        if run.parameters_ref:
+            return dict(json.loads(self.store.get_blob(run.parameters_ref)))
+        return run.parameters
+
+    def read_flow_run_states(self, flow_run_id: str) -> list[State]:
+        return self._backend.read_flow_run_states(flow_run_id)
+
+    def set_flow_run_state(self, flow_run_id: str, state: State, force: bool = False) -> OrchestrationResult:
+        """Propose ``state``; the orchestration rules decide (ABORT is returned, not raised)."""
+        return self._backend.set_state(RunKind.FLOW, flow_run_id, state, force)
+
+    def cancel_flow_run(self, flow_run_id: str) -> FlowRun:
+        return self._backend.cancel_flow_run(flow_run_id)
+
+    def retry_flow_run(self, flow_run_id: str) -> FlowRun:
+        return self._backend.retry_flow_run(flow_run_id)
+
+    def delete_flow_run(self, flow_run_id: str) -> None:
+        self._backend.delete_flow_run(flow_run_id)
+
+    # task runs
+    def read_task_run(self, task_run_id: str) -> TaskRun:
+        return self._backend.read_task_run(task_run_id)
+
+    def read_task_runs(self, flow_run_id: str) -> list[TaskRun]:
+        """The flow run's task runs in start order (none for an unknown flow run)."""
+        return sorted(self._backend.read_task_runs(flow_run_id), key=lambda r: (r.start_time or r.created, r.created))
+
+    def read_task_run_states(self, task_run_id: str) -> list[State]:
+        return self.read_task_run(task_run_id).state_history
+
+    def set_task_run_state(self, task_run_id: str, state: State, force: bool = False) -> OrchestrationResult:
+        """Propose ``state``; the orchestration rules decide (ABORT is returned, not raised)."""
+        return self._backend.set_state(RunKind.TASK, task_run_id, state, force)
+
+    def filter_task_runs(self, flow_run_id: str, state_types: Sequence[StateType | str] | None = None,
+                         limit: int = 1000) -> list[TaskRun]:
+        from stratoflow.api.schemas import TaskRunFilter
+
+        return self._backend.filter_task_runs(TaskRunFilter(flow_run_id=flow_run_id,
+                                                            state_types=_state_types(state_types), limit=limit))
+
+    # logs
+    def read_logs(self, flow_run_id: str, *, task_run_id: str | None = None, min_level: int = 0,
+                  cursor: str | None = None, limit: int = 1000) -> LogPage:
+        """A page of the run's logs, oldest first; pass ``next_cursor`` back for the next one.
+        Cursors are opaque and belong to the backend that returned them."""
+        return self._backend.read_logs(flow_run_id, task_run_id=task_run_id, min_level=min_level, cursor=cursor,
+                                       limit=limit)
+
+    def iter_logs(self, flow_run_id: str, **kwargs: object) -> Iterator[Log]:
+        """Every stored log line of the run, oldest first, across pages."""
+        cursor: str | None = None
+        while True:
+            page = self.read_logs(flow_run_id, cursor=cursor, **kwargs)  # type: ignore[arg-type]
+            yield from page.logs
+            if not page.logs or page.next_cursor is None:
+                return
+            cursor = page.next_cursor
+
+    # deployments
+    def create_deployment(self, flow_name: str, name: str, **fields: Any) -> Deployment:
+        """Create the deployment, or update the one with this (flow_name, name) (its version goes up)."""
+        from stratoflow.api.schemas import DeploymentCreate
+
+        return self._backend.upsert_deployment(DeploymentCreate(flow_name=flow_name, name=name, **fields))
+
+    @staticmethod
+    def _deployment_id(name_or_id: str) -> str:
+        if "/" in name_or_id:
+            from stratoflow.api.operations import deployment_id
+
+            flow_name, _, name = name_or_id.partition("/")
+            return deployment_id(flow_name, name)
+        return name_or_id
+
+    @contextlib.contextmanager
+    def _naming_deployment(self, name_or_id: str) -> Iterator[None]:
+        """An unknown deployment is reported by the name or id the caller gave."""
+        try:
+            yield
+        except ObjectNotFound as exc:
+            if exc.kind != "deployment":
+                raise
+            raise ObjectNotFound("deployment", name_or_id) from None
+
+    def read_deployment(self, name_or_id: str) -> Deployment:
+        """By id, or by ``flow-name/deployment-name``."""
+        with self._naming_deployment(name_or_id):
+            return self._backend.read_deployment(self._deployment_id(name_or_id))
+
+    def read_deployments(self, *, flow_name: str | None = None, work_pool_name: str | None = None,
+                         paused: bool | None = None, tags: Sequence[str] | None = None,
+                         limit: int = 200) -> list[Deployment]:
+        from stratoflow.api.schemas import DeploymentFilter
+
+        return self._backend.filter_deployments(DeploymentFilter(
+            flow_name=flow_name, work_pool_name=work_pool_name, paused=paused,
+            tags=list(tags) if tags is not None else None, limit=limit))
+
+    def pause_deployment(self, name_or_id: str) -> Deployment:
+        with self._naming_deployment(name_or_id):
+            return self._backend.set_deployment_paused(self._deployment_id(name_or_id), True)
+
+    def resume_deployment(self, name_or_id: str) -> Deployment:
+        with self._naming_deployment(name_or_id):
+            return self._backend.set_deployment_paused(self._deployment_id(name_or_id), False)
+
+    def create_flow_run_from_deployment(self, name_or_id: str, *, parameters: dict[str, Any] | None = None,
+                                        tags: Sequence[str] = (), name: str | None = None,
+                                        idempotency_key: str | None = None) -> FlowRun:
+        from stratoflow.api.schemas import DeploymentRunCreate
+
+        request = DeploymentRunCreate(parameters=parameters or {}, tags=list(tags), name=name,
+                                      idempotency_key=idempotency_key)
+        with self._naming_deployment(name_or_id):
+            return self._backend.create_deployment_flow_run(self._deployment_id(name_or_id), request)
+
+    # work pools and queues
+    def create_work_pool(self, name: str, type: str = "lambda", concurrency_limit: int | None = None,
+                         description: str | None = None) -> WorkPool:
+        from stratoflow.api.schemas import WorkPoolCreate
+
+        return self._backend.create_work_pool(WorkPoolCreate(
+            name=name, type=WorkPoolType(type), concurrency_limit=concurrency_limit, description=description))
+
+    def read_work_pool(self, name: str) -> WorkPool:
+        return self._backend.read_work_pool(name)
+
+    def read_work_pools(self) -> list[WorkPool]:
+        return self._backend.read_work_pools()
+
+    def pause_work_pool(self, name: str) -> WorkPool:
+        return self._backend.set_work_pool_paused(name, True)
+
+    def resume_work_pool(self, name: str) -> WorkPool:
+        return self._backend.set_work_pool_paused(name, False)
+
+    def create_work_queue(self, work_pool_name: str, name: str, priority: int = 1,
+                          concurrency_limit: int | None = None) -> WorkQueue:
+        from stratoflow.api.schemas import WorkQueueCreate
+
+        return self._backend.create_work_queue(work_pool_name, WorkQueueCreate(
+            name=name, priority=priority, concurrency_limit=concurrency_limit))
+
+    def read_work_queues(self, work_pool_name: str) -> list[WorkQueue]:
+        return self._backend.read_work_queues(work_pool_name)
+
+    # concurrency limits
+    def create_concurrency_limit(self, tag: str, limit: int) -> ConcurrencyLimit:
+        """Create the limit of ``tag`` or change it."""
+        from stratoflow.api.schemas import ConcurrencyLimitCreate
+
+        return self._backend.upsert_concurrency_limit(ConcurrencyLimitCreate(tag=tag, limit=limit))
+
+    def read_concurrency_limit(self, tag: str) -> ConcurrencyLimit:
+        return self._backend.read_concurrency_limit(tag)
+
+    def read_concurrency_limits(self) -> list[ConcurrencyLimit]:
+        return self._backend.read_concurrency_limits()
+
+    def delete_concurrency_limit(self, tag: str) -> None:
+        self._backend.delete_concurrency_limit(tag)
 
     def __enter__(self) -> StratoflowClient:
         return self

@@ -22,7 +22,7 @@ from stratoflow.models import CacheEntry, Flow, FlowRun, Log, TaskRun
 from stratoflow.orchestration import RunKind
 from stratoflow.settings import Settings, get_settings
 from stratoflow.states import State, StateType
-from stratoflow.storage.base import LogPage, Store
+from stratoflow.storage.base import LogPage, ObjectPage, Store, StoredObject
 
 logger = logging.getLogger("stratoflow.api_store")
 
@@ -44,7 +44,9 @@ class ApiStore(Store):
 
     # -- flows ------------------------------------------------------------------------------
     def ensure_flow(self, flow: Flow) -> Flow:
-        return Flow.model_validate(self.http.request("POST", "/flows/ensure", json_body=flow.model_dump(mode="json")))
+        # The server assigns id and created: the body is what a client may set.
+        body = flow.model_dump(mode="json", include={"name", "description", "tags"})
+        return Flow.model_validate(self.http.request("POST", "/flows/ensure", json_body=body))
 
     def read_flow(self, name: str) -> Flow:
         return Flow.model_validate(self.http.request("GET", f"/flows/{quote_segment(name)}"))
@@ -112,7 +114,11 @@ class ApiStore(Store):
         scheduled_before: datetime | None = None,
         limit: int = 200,
     ) -> list[FlowRun]:
-        body: dict[str, Any] = {"limit": max(1, min(limit, 1000))}
+        # The filter route has no time bound. As the store does, ``scheduled_before`` bounds
+        # runs of the given state types by the time they entered their state (a scheduled run:
+        # its scheduled time), oldest first; without state types it is ignored.
+        due = scheduled_before is not None and bool(state_types)
+        body: dict[str, Any] = {"limit": 1000 if due else max(1, min(limit, 1000))}
         if flow_name is not None:
             body["flow_name"] = flow_name
         if deployment_id is not None:
@@ -120,14 +126,16 @@ class ApiStore(Store):
         if state_types:
             body["state_types"] = [t.value for t in state_types]
         runs = [FlowRun.model_validate(r) for r in self.http.request("POST", "/flow_runs/filter", json_body=body)]
-        if scheduled_before is not None:
-            # The filter route has no time bound: apply it here, as the store does (state time).
+        if due:
+            assert scheduled_before is not None
+
             def state_time(run: FlowRun) -> datetime | None:
                 if run.state is None:
                     return None
                 return run.state.state_details.scheduled_time or run.state.timestamp
 
-            runs = [r for r in runs if (t := state_time(r)) is not None and t <= scheduled_before]
+            timed = [(t, r) for r in runs if (t := state_time(r)) is not None and t <= scheduled_before]
+            runs = [r for _, r in sorted(timed, key=lambda pair: (pair[0], pair[1].id))][:limit]
         return runs
 
     def list_task_runs(self, flow_run_id: str) -> list[TaskRun]:
@@ -189,6 +197,31 @@ class ApiStore(Store):
         bucket, _, key = uri[5:].partition("/")
         body = _aws.client("s3", self.settings).get_object(Bucket=bucket, Key=key)["Body"]
         return bytes(body.read())
+
+    # -- not over the API ------------------------------------------------------------------------
+    # The objects table (deployments, work pools/queues, concurrency limits, idempotency markers)
+    # is the server's: the API has a route per operation on those records, not a generic one, so
+    # ``StratoflowClient`` calls those routes and these say so instead of NotImplementedError.
+    def _server_side(self, what: str) -> StratoflowError:
+        return StratoflowError(f"{what} is not available over the API (STRATOFLOW_API_URL): use get_client(), "
+                               "whose methods call the API's routes")
+
+    def put_object(self, kind: str, key: str, doc: dict[str, Any], *, must_not_exist: bool = False,
+                   expected_version: int | None = None) -> StoredObject:
+        raise self._server_side("put_object")
+
+    def get_object(self, kind: str, key: str) -> StoredObject:
+        raise self._server_side("get_object")
+
+    def list_objects(self, kind: str, *, prefix: str = "", cursor: str | None = None,
+                     limit: int = 100) -> ObjectPage:
+        raise self._server_side("list_objects")
+
+    def delete_object(self, kind: str, key: str, *, expected_version: int | None = None) -> None:
+        raise self._server_side("delete_object")
+
+    def create_flow_run_idempotent(self, run: FlowRun, key: str) -> tuple[FlowRun, bool]:
+        raise self._server_side("create_flow_run_idempotent (POST /flow_runs with an idempotency_key)")
 
     # -- beyond the Store interface -----------------------------------------------------------
     def set_state(self, kind: RunKind, run_id: str, state: State, *, force: bool = False) -> dict[str, Any]:

@@ -463,6 +463,8 @@ class DynamoDBStore(Store):
         items it returns plus those the filters drop.
         """
         m = self.models.FlowRunItem
+        created_after, created_before, scheduled_before = (
+            _utc(created_after), _utc(created_before), _utc(scheduled_before))
         ascending = scheduled_before is not None
         sort_attr: str
         streams: list[Iterator[Any]]
@@ -480,13 +482,15 @@ class DynamoDBStore(Store):
             streams = [iter(m.by_flow.query(flow_name, scan_index_forward=False, page_size=100))]
         else:
             sort_attr = "created"
-            newest = created_before or datetime.now(UTC)
-            oldest = created_after or newest - timedelta(days=self.settings.list_days_back)
-            days = []
-            day = newest
-            while day.date() >= oldest.date():
-                days.append(day.strftime("%Y-%m-%d"))
-                day -= timedelta(days=1)
+            # One index partition per day, newest first, at most list_days_back days: the window
+            # is clamped to what can hold runs (nothing before 1970, nothing after now).
+            floor = datetime(1970, 1, 1, tzinfo=UTC)
+            newest = max(min(created_before or datetime.now(UTC), datetime.now(UTC)), floor)
+            days_back = self.settings.list_days_back
+            if created_after is not None:
+                days_back = min(days_back, max((newest.date() - max(created_after, floor).date()).days, 0))
+            days = [(newest - timedelta(days=i)).strftime("%Y-%m-%d") for i in range(days_back + 1)
+                    if (newest - floor).days >= i]
             streams = [itertools.chain.from_iterable(
                 m.by_day.query(d, scan_index_forward=False, page_size=100) for d in days)]
 
@@ -675,6 +679,13 @@ class DynamoDBStore(Store):
         bucket, _, key = uri[5:].partition("/")
         body = _aws.client("s3", self.settings).get_object(Bucket=bucket, Key=key)["Body"]
         return bytes(body.read())
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    """Naive datetimes from callers are taken as UTC."""
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=UTC)
 
 
 def _encode_cursor(key: tuple[str, str] | None) -> str | None:
