@@ -418,7 +418,10 @@ def _register_object_routes(app: Any, responses: Any, count: Any) -> None:
                 summary="Delete a flow run with its task runs and idempotency marker",
                 responses=responses(200, Deleted, "deleted", 404))
     def delete_flow_run(flow_run_id: FlowRunId) -> Deleted:
+        from stratoflow.api.engine_routes import forget_flow_run
+
         ops.delete_flow_run(get_store(), flow_run_id)
+        forget_flow_run(flow_run_id)
         return Deleted(deleted=flow_run_id)
 
     # -- task runs ---------------------------------------------------------------------------------

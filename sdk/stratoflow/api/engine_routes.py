@@ -135,6 +135,12 @@ def _remember_flow_run(flow_run_id: str) -> None:
         _known_flow_runs[flow_run_id] = None
 
 
+def forget_flow_run(flow_run_id: str) -> None:
+    """Called when a flow run is deleted, so its task runs are refused again (404)."""
+    with _known_lock:
+        _known_flow_runs.pop(flow_run_id, None)
+
+
 def _same_states(a: Sequence[State], b: Sequence[State]) -> bool:
     return [s.id for s in a] == [s.id for s in b]
 
