@@ -15,7 +15,6 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from stratoflow import _aws
 from stratoflow._http import ApiConflict, HttpTransport, get_transport, quote_segment
 from stratoflow.exceptions import ObjectNotFound, StaleRunError, StratoflowError
 from stratoflow.models import CacheEntry, Flow, FlowRun, Log, TaskRun
@@ -23,6 +22,7 @@ from stratoflow.orchestration import RunKind
 from stratoflow.settings import Settings, get_settings
 from stratoflow.states import State, StateType
 from stratoflow.storage.base import LogPage, ObjectPage, Store, StoredObject
+from stratoflow.storage.blobs import S3Blobs
 
 logger = logging.getLogger("stratoflow.api_store")
 
@@ -35,7 +35,7 @@ def _run_of(kind: RunKind, data: Any) -> FlowRun | TaskRun:
     return (FlowRun if kind == RunKind.FLOW else TaskRun).model_validate(data)
 
 
-class ApiStore(Store):
+class ApiStore(S3Blobs, Store):
     def __init__(self, settings: Settings, transport: HttpTransport | None = None) -> None:
         if not settings.api_url:
             raise StratoflowError("ApiStore needs STRATOFLOW_API_URL")
@@ -186,17 +186,7 @@ class ApiStore(Store):
     def write_cache(self, entry: CacheEntry) -> None:
         self.http.request("PUT", f"/cache/{quote_segment(entry.key)}", json_body=entry.model_dump(mode="json"))
 
-    # -- blobs: straight to S3 ----------------------------------------------------------------
-    def put_blob(self, key: str, data: bytes) -> str:
-        _aws.client("s3", self.settings).put_object(Bucket=self.settings.bucket, Key=key, Body=data)
-        return f"s3://{self.settings.bucket}/{key}"
-
-    def get_blob(self, uri: str) -> bytes:
-        if not uri.startswith("s3://"):
-            raise ValueError(f"not an s3:// URI: {uri!r}")
-        bucket, _, key = uri[5:].partition("/")
-        body = _aws.client("s3", self.settings).get_object(Bucket=bucket, Key=key)["Body"]
-        return bytes(body.read())
+    # Blobs (results, large parameters) go straight to S3: see storage/blobs.py.
 
     # -- not over the API ------------------------------------------------------------------------
     # The objects table (deployments, work pools/queues, concurrency limits, idempotency markers)

@@ -52,6 +52,7 @@ from stratoflow.orchestration import RunKind
 from stratoflow.settings import Settings, get_settings
 from stratoflow.states import State, StateType
 from stratoflow.storage.base import LogPage, ObjectPage, ObjectVersionConflict, Store, StoredObject
+from stratoflow.storage.blobs import S3Blobs
 from stratoflow.storage.outbox import TaskRunOutbox, recover
 
 STATE_SHARDS = 4
@@ -176,7 +177,7 @@ class _Models:
                 cloud.attach(model._get_connection().connection.client)
 
 
-class DynamoDBStore(Store):
+class DynamoDBStore(S3Blobs, Store):
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.models = _Models(settings)
@@ -667,18 +668,6 @@ class DynamoDBStore(Store):
     def write_cache(self, entry: CacheEntry) -> None:
         self.models.ObjectItem(f"CACHE#{entry.key}", "-", doc=entry.model_dump_json(),
                                expires_at=entry.expiration).save()
-
-    # -- blobs ------------------------------------------------------------------------------
-    def put_blob(self, key: str, data: bytes) -> str:
-        _aws.client("s3", self.settings).put_object(Bucket=self.settings.bucket, Key=key, Body=data)
-        return f"s3://{self.settings.bucket}/{key}"
-
-    def get_blob(self, uri: str) -> bytes:
-        if not uri.startswith("s3://"):
-            raise ValueError(f"not an s3:// URI: {uri!r}")
-        bucket, _, key = uri[5:].partition("/")
-        body = _aws.client("s3", self.settings).get_object(Bucket=bucket, Key=key)["Body"]
-        return bytes(body.read())
 
 
 def _utc(value: datetime | None) -> datetime | None:

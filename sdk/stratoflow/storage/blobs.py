@@ -1,0 +1,23 @@
+"""Results and large parameters in S3, shared by every store (they never go through the API)."""
+
+from __future__ import annotations
+
+from stratoflow import _aws
+from stratoflow.settings import Settings
+
+
+class S3Blobs:
+    """``put_blob``/``get_blob`` on the settings' bucket, with the SDK's own AWS credentials."""
+
+    settings: Settings
+
+    def put_blob(self, key: str, data: bytes) -> str:
+        _aws.client("s3", self.settings).put_object(Bucket=self.settings.bucket, Key=key, Body=data)
+        return f"s3://{self.settings.bucket}/{key}"
+
+    def get_blob(self, uri: str) -> bytes:
+        if not uri.startswith("s3://"):
+            raise ValueError(f"not an s3:// URI: {uri!r}")
+        bucket, _, key = uri[5:].partition("/")
+        body = _aws.client("s3", self.settings).get_object(Bucket=bucket, Key=key)["Body"]
+        return bytes(body.read())
