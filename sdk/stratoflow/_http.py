@@ -146,8 +146,11 @@ class HttpTransport:
 
     # -- requests -----------------------------------------------------------------------------
     def request(self, method: str, path: str, *, json_body: Any = None,
-                query: Mapping[str, Any] | None = None) -> Any:
-        """Send one JSON request (retried as described above); return the decoded JSON body."""
+                query: Mapping[str, Any] | None = None, response_headers: dict[str, str] | None = None) -> Any:
+        """Send one JSON request (retried as described above); return the decoded JSON body.
+
+        ``response_headers``, when given, receives the headers of the final response.
+        """
         target = self._base_path + path
         params = {k: v for k, v in (query or {}).items() if v is not None}
         if params:
@@ -177,6 +180,8 @@ class HttpTransport:
                 data = b""
             else:
                 if status not in RETRY_STATUSES:
+                    if response_headers is not None:
+                        response_headers.update({k.lower(): v for k, v in response.getheaders()})
                     return self._decode(method, path, status, data)
                 last_error = f"HTTP {status}: {_error_line(data) or 'no body'}"
                 retry_after = _retry_after(response.getheader("Retry-After"))

@@ -299,3 +299,30 @@ def test_per_task_overhead_of_a_sequential_flow(over_api: ApiStore, capsys: pyte
     with capsys.disabled():
         print(f"\n200-task sequential flow over the local HTTP API: {elapsed:.2f}s, "
               f"{elapsed / 200 * 1000:.1f} ms/task")
+
+
+def test_flow_runs_page_over_http_with_the_next_cursor(over_api: ApiStore) -> None:
+    from stratoflow import flow
+
+    name = _unique("pages")
+    tag = _unique("tag")
+
+    @flow(name=name, tags=[tag])
+    def tiny(i: int) -> int:
+        return i
+
+    for i in range(5):
+        tiny(i)
+    seen: list[str] = []
+    cursor: str | None = None
+    pages = 0
+    while True:
+        page, cursor = over_api.page_flow_runs(flow_name=name, tags=[tag], limit=2, cursor=cursor)
+        seen += [r.id for r in page]
+        pages += 1
+        if cursor is None:
+            break
+    assert pages == 3 and len(set(seen)) == 5
+    created = [over_api.read_run(RunKind.FLOW, i).created for i in seen]
+    assert created == sorted(created, reverse=True)
+    assert over_api.list_flow_runs(flow_name=name, tags=["no-such-tag"]) == []

@@ -279,6 +279,7 @@ def build_app() -> "APIGatewayHttpResolver":
         try:
             runs, next_cursor = get_store().page_flow_runs(
                 flow_name=body.flow_name, deployment_id=body.deployment_id, state_types=types, tags=body.tags,
+                scheduled_before=body.scheduled_before if types else None,
                 created_after=body.created_after, created_before=body.created_before, cursor=body.cursor,
                 limit=body.limit)
         except ValueError as exc:  # a cursor this API did not hand out

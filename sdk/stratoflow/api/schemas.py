@@ -104,6 +104,9 @@ class FlowRunFilter(_Body):
     tags: list[Name] | None = Field(default=None, max_length=50, description="runs carrying all of these tags")
     created_after: datetime | None = Field(default=None, description="created at or after (inclusive)")
     created_before: datetime | None = Field(default=None, description="created before (exclusive)")
+    scheduled_before: datetime | None = Field(
+        default=None, description="with state_types: runs that entered their state (scheduled runs: whose "
+        "scheduled time is) at or before this, oldest first — the due runs")
     cursor: Annotated[str, Field(max_length=2048)] | None = Field(
         default=None, description="the x-next-cursor header of the previous page")
     limit: int = Field(default=200, ge=1, le=1000)

@@ -112,31 +112,47 @@ class ApiStore(S3Blobs, Store):
         deployment_id: str | None = None,
         state_types: Sequence[StateType] | None = None,
         scheduled_before: datetime | None = None,
+        tags: Sequence[str] | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
         limit: int = 200,
+        cursor: str | None = None,
     ) -> list[FlowRun]:
-        # The filter route has no time bound. As the store does, ``scheduled_before`` bounds
-        # runs of the given state types by the time they entered their state (a scheduled run:
-        # its scheduled time), oldest first; without state types it is ignored.
-        due = scheduled_before is not None and bool(state_types)
-        body: dict[str, Any] = {"limit": 1000 if due else max(1, min(limit, 1000))}
-        if flow_name is not None:
-            body["flow_name"] = flow_name
-        if deployment_id is not None:
-            body["deployment_id"] = deployment_id
+        return self.page_flow_runs(
+            flow_name=flow_name, deployment_id=deployment_id, state_types=state_types,
+            scheduled_before=scheduled_before, tags=tags, created_after=created_after,
+            created_before=created_before, limit=limit, cursor=cursor,
+        )[0]
+
+    def page_flow_runs(
+        self,
+        *,
+        flow_name: str | None = None,
+        deployment_id: str | None = None,
+        state_types: Sequence[StateType] | None = None,
+        scheduled_before: datetime | None = None,
+        tags: Sequence[str] | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        limit: int = 200,
+        cursor: str | None = None,
+    ) -> tuple[list[FlowRun], str | None]:
+        body: dict[str, Any] = {"limit": max(1, min(limit, 1000))}
+        for key, value in (("flow_name", flow_name), ("deployment_id", deployment_id), ("cursor", cursor)):
+            if value is not None:
+                body[key] = value
         if state_types:
             body["state_types"] = [t.value for t in state_types]
-        runs = [FlowRun.model_validate(r) for r in self.http.request("POST", "/flow_runs/filter", json_body=body)]
-        if due:
-            assert scheduled_before is not None
-
-            def state_time(run: FlowRun) -> datetime | None:
-                if run.state is None:
-                    return None
-                return run.state.state_details.scheduled_time or run.state.timestamp
-
-            timed = [(t, r) for r in runs if (t := state_time(r)) is not None and t <= scheduled_before]
-            runs = [r for _, r in sorted(timed, key=lambda pair: (pair[0], pair[1].id))][:limit]
-        return runs
+            if scheduled_before is not None:
+                body["scheduled_before"] = scheduled_before.isoformat()
+        if tags:
+            body["tags"] = list(tags)
+        for key, when in (("created_after", created_after), ("created_before", created_before)):
+            if when is not None:
+                body[key] = when.isoformat()
+        headers: dict[str, str] = {}
+        data = self.http.request("POST", "/flow_runs/filter", json_body=body, response_headers=headers)
+        return [FlowRun.model_validate(r) for r in data], headers.get("x-next-cursor")
 
     def list_task_runs(self, flow_run_id: str) -> list[TaskRun]:
         try:
