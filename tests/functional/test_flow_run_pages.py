@@ -13,6 +13,7 @@ from stratoflow.models import FlowRun
 from stratoflow.orchestration import RunKind, apply_transition
 from stratoflow.states import Completed, Running, Scheduled, StateType
 from stratoflow.storage import get_store
+from stratoflow.storage.base import FlowRunQuery
 
 T0 = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 
@@ -40,7 +41,7 @@ def test_pages_walk_every_run_once_newest_first() -> None:
     cursor = None
     pages = 0
     while True:
-        page, cursor = store.page_flow_runs(flow_name="pager", limit=3, cursor=cursor)
+        page, cursor = store.page_flow_runs(FlowRunQuery(flow_name="pager", limit=3, cursor=cursor))
         seen += [r.name for r in page]
         pages += 1
         if cursor is None:

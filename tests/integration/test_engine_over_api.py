@@ -303,6 +303,7 @@ def test_per_task_overhead_of_a_sequential_flow(over_api: ApiStore, capsys: pyte
 
 def test_flow_runs_page_over_http_with_the_next_cursor(over_api: ApiStore) -> None:
     from stratoflow import flow
+    from stratoflow.storage.base import FlowRunQuery
 
     name = _unique("pages")
     tag = _unique("tag")
@@ -317,7 +318,7 @@ def test_flow_runs_page_over_http_with_the_next_cursor(over_api: ApiStore) -> No
     cursor: str | None = None
     pages = 0
     while True:
-        page, cursor = over_api.page_flow_runs(flow_name=name, tags=[tag], limit=2, cursor=cursor)
+        page, cursor = over_api.page_flow_runs(FlowRunQuery(flow_name=name, tags=(tag,), limit=2, cursor=cursor))
         seen += [r.id for r in page]
         pages += 1
         if cursor is None:

@@ -275,13 +275,15 @@ def build_app() -> "APIGatewayHttpResolver":
               responses=responses(200, list[FlowRun], "matching flow runs", 400, 413, 415))
     def filter_flow_runs(body: Annotated[FlowRunFilter | None, Body()] = None) -> Response[list[FlowRun]]:
         body = body or FlowRunFilter()
+        from stratoflow.storage.base import FlowRunQuery
+
         types = [StateType(t) for t in body.state_types] if body.state_types else None
         try:
-            runs, next_cursor = get_store().page_flow_runs(
-                flow_name=body.flow_name, deployment_id=body.deployment_id, state_types=types, tags=body.tags,
-                scheduled_before=body.scheduled_before if types else None,
+            runs, next_cursor = get_store().page_flow_runs(FlowRunQuery(
+                flow_name=body.flow_name, deployment_id=body.deployment_id, state_types=tuple(types or ()),
+                tags=tuple(body.tags or ()), scheduled_before=body.scheduled_before if types else None,
                 created_after=body.created_after, created_before=body.created_before, cursor=body.cursor,
-                limit=body.limit)
+                limit=body.limit))
         except ValueError as exc:  # a cursor this API did not hand out
             raise Unprocessable(f"body.cursor: {exc}") from None
         headers = {"x-next-cursor": next_cursor} if next_cursor else None

@@ -12,7 +12,6 @@ import json
 import logging
 import threading
 from collections.abc import Iterable, Sequence
-from datetime import datetime
 from typing import Any
 
 from stratoflow._http import ApiConflict, HttpTransport, get_transport, quote_segment
@@ -21,7 +20,7 @@ from stratoflow.models import CacheEntry, Flow, FlowRun, Log, TaskRun
 from stratoflow.orchestration import RunKind
 from stratoflow.settings import Settings, get_settings
 from stratoflow.states import State, StateType
-from stratoflow.storage.base import LogPage, ObjectPage, Store, StoredObject
+from stratoflow.storage.base import FlowRunQuery, LogPage, ObjectPage, Store, StoredObject
 from stratoflow.storage.blobs import S3Blobs
 
 logger = logging.getLogger("stratoflow.api_store")
@@ -105,38 +104,11 @@ class ApiStore(S3Blobs, Store):
             raise StaleRunError(current_run) from None
         return _run_of(kind, data)
 
-    def list_flow_runs(
-        self,
-        *,
-        flow_name: str | None = None,
-        deployment_id: str | None = None,
-        state_types: Sequence[StateType] | None = None,
-        scheduled_before: datetime | None = None,
-        tags: Sequence[str] | None = None,
-        created_after: datetime | None = None,
-        created_before: datetime | None = None,
-        limit: int = 200,
-        cursor: str | None = None,
-    ) -> list[FlowRun]:
-        return self.page_flow_runs(
-            flow_name=flow_name, deployment_id=deployment_id, state_types=state_types,
-            scheduled_before=scheduled_before, tags=tags, created_after=created_after,
-            created_before=created_before, limit=limit, cursor=cursor,
-        )[0]
-
-    def page_flow_runs(
-        self,
-        *,
-        flow_name: str | None = None,
-        deployment_id: str | None = None,
-        state_types: Sequence[StateType] | None = None,
-        scheduled_before: datetime | None = None,
-        tags: Sequence[str] | None = None,
-        created_after: datetime | None = None,
-        created_before: datetime | None = None,
-        limit: int = 200,
-        cursor: str | None = None,
-    ) -> tuple[list[FlowRun], str | None]:
+    def page_flow_runs(self, query: FlowRunQuery) -> tuple[list[FlowRun], str | None]:
+        q = query
+        flow_name, deployment_id, state_types, tags = q.flow_name, q.deployment_id, q.state_types, q.tags
+        scheduled_before, created_after, created_before = q.scheduled_before, q.created_after, q.created_before
+        limit, cursor = q.limit, q.cursor
         body: dict[str, Any] = {"limit": max(1, min(limit, 1000))}
         for key, value in (("flow_name", flow_name), ("deployment_id", deployment_id), ("cursor", cursor)):
             if value is not None:

@@ -20,6 +20,23 @@ from stratoflow.states import State, StateType
 
 
 @dataclass(frozen=True)
+class FlowRunQuery:
+    """Which flow runs to list. Order: with ``state_types``, the time runs entered their state
+    (newest first; oldest first with ``scheduled_before``, the due runs); with a deployment, its
+    expected start; otherwise creation time, newest first."""
+
+    flow_name: str | None = None
+    deployment_id: str | None = None
+    state_types: tuple[StateType, ...] = ()
+    scheduled_before: datetime | None = None
+    tags: tuple[str, ...] = ()
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+    limit: int = 200
+    cursor: str | None = None
+
+
+@dataclass(frozen=True)
 class LogPage:
     logs: list[Log]
     # Pass back to read the next page; None when there is nothing more (yet).
@@ -121,18 +138,7 @@ class Store(ABC):
         in ``allowed_from``; the states are appended to the history in the same write.
         Raises ``StaleRunError`` carrying the current record otherwise."""
 
-    @abstractmethod
     def list_flow_runs(
-        self,
-        *,
-        flow_name: str | None = None,
-        deployment_id: str | None = None,
-        state_types: Sequence[StateType] | None = None,
-        scheduled_before: datetime | None = None,
-        limit: int = 200,
-    ) -> list[FlowRun]: ...
-
-    def page_flow_runs(
         self,
         *,
         flow_name: str | None = None,
@@ -144,9 +150,17 @@ class Store(ABC):
         created_before: datetime | None = None,
         limit: int = 200,
         cursor: str | None = None,
-    ) -> tuple[list[FlowRun], str | None]:
+    ) -> list[FlowRun]:
+        """The first page of flow runs matching the filters (see ``FlowRunQuery``)."""
+        return self.page_flow_runs(FlowRunQuery(
+            flow_name=flow_name, deployment_id=deployment_id, state_types=tuple(state_types or ()),
+            scheduled_before=scheduled_before, tags=tuple(tags or ()), created_after=created_after,
+            created_before=created_before, limit=limit, cursor=cursor,
+        ))[0]
+
+    @abstractmethod
+    def page_flow_runs(self, query: FlowRunQuery) -> tuple[list[FlowRun], str | None]:
         """A page of flow runs and the cursor of the next one (None at the end)."""
-        raise NotImplementedError(f"{type(self).__name__} does not page flow runs")
 
     @abstractmethod
     def list_task_runs(self, flow_run_id: str) -> list[TaskRun]: ...

@@ -51,7 +51,7 @@ from stratoflow.models import CacheEntry, Flow, FlowRun, Log, TaskRun
 from stratoflow.orchestration import RunKind
 from stratoflow.settings import Settings, get_settings
 from stratoflow.states import State, StateType
-from stratoflow.storage.base import LogPage, ObjectPage, ObjectVersionConflict, Store, StoredObject
+from stratoflow.storage.base import FlowRunQuery, LogPage, ObjectPage, ObjectVersionConflict, Store, StoredObject
 from stratoflow.storage.blobs import S3Blobs
 from stratoflow.storage.outbox import TaskRunOutbox, recover
 
@@ -424,38 +424,7 @@ class DynamoDBStore(S3Blobs, Store):
             raise StaleRunError(self.read_run(kind, run.id)) from None
         return run.model_copy(update={"version": item.version})
 
-    def list_flow_runs(
-        self,
-        *,
-        flow_name: str | None = None,
-        deployment_id: str | None = None,
-        state_types: Sequence[StateType] | None = None,
-        scheduled_before: datetime | None = None,
-        tags: Sequence[str] | None = None,
-        created_after: datetime | None = None,
-        created_before: datetime | None = None,
-        limit: int = 200,
-        cursor: str | None = None,
-    ) -> list[FlowRun]:
-        return self.page_flow_runs(
-            flow_name=flow_name, deployment_id=deployment_id, state_types=state_types,
-            scheduled_before=scheduled_before, tags=tags, created_after=created_after,
-            created_before=created_before, limit=limit, cursor=cursor,
-        )[0]
-
-    def page_flow_runs(
-        self,
-        *,
-        flow_name: str | None = None,
-        deployment_id: str | None = None,
-        state_types: Sequence[StateType] | None = None,
-        scheduled_before: datetime | None = None,
-        tags: Sequence[str] | None = None,
-        created_after: datetime | None = None,
-        created_before: datetime | None = None,
-        limit: int = 200,
-        cursor: str | None = None,
-    ) -> tuple[list[FlowRun], str | None]:
+    def page_flow_runs(self, query: FlowRunQuery) -> tuple[list[FlowRun], str | None]:
         """A page of flow runs and the cursor of the next page (None at the end).
 
         Order: by state, the time the run entered its state (newest first; oldest first for
@@ -463,6 +432,10 @@ class DynamoDBStore(S3Blobs, Store):
         newest first. Every index query is read lazily and merged, so a page costs about the
         items it returns plus those the filters drop.
         """
+        q = query
+        flow_name, deployment_id, state_types, tags = q.flow_name, q.deployment_id, q.state_types, q.tags
+        scheduled_before, created_after, created_before = q.scheduled_before, q.created_after, q.created_before
+        limit, cursor = q.limit, q.cursor
         m = self.models.FlowRunItem
         created_after, created_before, scheduled_before = (
             _utc(created_after), _utc(created_before), _utc(scheduled_before))
