@@ -10,6 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from stratoflow.schedules.models import DeploymentSchedule
 from stratoflow.states import State, StateType, now
 
 _ids = random.Random()
@@ -121,6 +122,9 @@ class Deployment(_Record):
     tags: list[str] = Field(default_factory=list)
     paused: bool = False
     concurrency_limit: int | None = None
+    schedules: list[DeploymentSchedule] = Field(default_factory=list)
+    # Where the package's paths are rooted: the entrypoint is relative to it.
+    path: str | None = None
     created: datetime = Field(default_factory=now)
     updated: datetime = Field(default_factory=now)
 

@@ -14,6 +14,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_valida
 
 from stratoflow.models import Log, WorkPoolType
 from stratoflow.orchestration import OrchestrationResult, ResponseStatus
+from stratoflow.schedules.models import DeploymentSchedule
 from stratoflow.states import State, StateDetails, StateType, now
 
 # Limits. API Gateway accepts up to 10 MB and Lambda 6 MB; the API keeps requests far below both.
@@ -180,6 +181,8 @@ class DeploymentCreate(_Body):
     tags: list[Name] = Field(default_factory=list, max_length=100)
     paused: bool = False
     concurrency_limit: int | None = Field(default=None, ge=0)
+    schedules: list[DeploymentSchedule] = Field(default_factory=list, max_length=50)
+    path: str | None = Field(default=None, max_length=1024, description="root the entrypoint is relative to")
 
 
 class DeploymentFilter(_Body):
