@@ -47,9 +47,11 @@ class FlowRunContext:
             self._dynamic_keys[task_key] = n + 1
             return str(n)
 
-    def shutdown(self) -> None:
+    def shutdown(self, wait: bool = True) -> None:
+        """Stop the task pool; ``wait=False`` abandons task threads still running (the executor's
+        deadline passed: waiting for them could outlive the Lambda invocation)."""
         if self._executor is not None:
-            self._executor.shutdown(wait=True)
+            self._executor.shutdown(wait=wait, cancel_futures=not wait)
 
 
 @dataclass

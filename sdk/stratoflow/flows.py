@@ -14,6 +14,8 @@ import inspect
 import threading
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, cast, get_type_hints, overload
 
 from pydantic import ConfigDict, ValidationError, create_model
@@ -235,6 +237,13 @@ class Flow(Generic[P, R]):
             flow_run_ctx.reset(token)
         return state if return_state else state.result()
 
+    def deploy(self, name: str, **options: Any) -> Any:
+        """Package this flow's source directory to S3 and create or update the deployment ``name``
+        (see ``stratoflow.deployments.deploy`` for the options: work_pool, parameters, cron, ...)."""
+        from stratoflow.deployments.deploy import deploy
+
+        return deploy(self, name=name, **options)
+
     def __repr__(self) -> str:
         return f"Flow({self.name!r})"
 
@@ -351,6 +360,104 @@ def run_flow(flow: Flow[..., Any], parameters: dict[str, Any], parent: FlowRunCo
         assert decision.status == ResponseStatus.ACCEPT and decision.state is not None
         run = apply_transition(run, decision.state)
     run = store.create_run(RunKind.FLOW, run)  # type: ignore[assignment]
+    final = _drive(flow, run, parameters, store, settings, is_subflow=parent is not None)
+    if placeholder is not None:
+        mirrored = State(type=final.type, name=final.name, message=final.message,
+                         result_ref=final.result_ref).with_data(final._data)
+        mirrored.state_details.child_flow_run_id = run.id
+        placeholder.propose(mirrored)
+    return final
+
+
+class ExecutorDeadline(BaseException):
+    """Raised into a flow run when its executor must stop (Lambda's deadline is near).
+
+    A BaseException so user code's ``except Exception`` does not swallow it."""
+
+
+class RunReleased(Exception):
+    """The engine stopped before running again: the run waits in a Scheduled state for a later attempt."""
+
+
+@dataclass
+class Execution:
+    """What ``execute_flow_run`` did with an existing run.
+
+    ``claimed`` is False when another executor owns the run (or it is finished or cancelled):
+    nothing ran. ``state`` is the run's state afterwards; when it is a Scheduled state
+    (AwaitingRetry after a crash or a failure with retries left, or a run that is not due yet),
+    ``run_again_at`` says when it should be attempted again.
+    """
+
+    claimed: bool
+    run: FlowRun
+    state: State | None
+    reason: str | None = None
+    run_again_at: datetime | None = None
+
+
+def load_run_parameters(store: Store, run: FlowRun) -> dict[str, Any]:
+    if run.parameters_ref:
+        import json
+
+        return cast(dict[str, Any], json.loads(store.get_blob(run.parameters_ref)))
+    return dict(run.parameters)
+
+
+def execute_flow_run(
+    flow: Flow[..., Any],
+    run: FlowRun,
+    *,
+    store: Store | None = None,
+    settings: Any = None,
+    deadline_seconds: float | None = None,
+    inline_retry_max: float = 30.0,
+) -> Execution:
+    """Claim an existing (Scheduled) flow run and run it: what executors and workers call.
+
+    The claim is the conditional Scheduled -> Pending write: of several executors handed the
+    same run (duplicate SQS deliveries), exactly one wins; the others get ``claimed=False`` and
+    must not run anything. ``deadline_seconds`` bounds the whole execution: before it passes
+    the run is stopped and recorded Crashed (and rescheduled if its retries allow). Retry
+    delays longer than ``inline_retry_max`` are not slept through: the run is left
+    AwaitingRetry and ``run_again_at`` tells the caller when to hand it out again.
+    """
+    from stratoflow.storage import get_store
+
+    settings = settings or get_settings()
+    store = store or get_store()
+    started = time.monotonic()
+    result, claimed = set_run_state(store, RunKind.FLOW, run, Pending())
+    assert isinstance(claimed, FlowRun)
+    if result.status == ResponseStatus.WAIT:
+        when = now() + timedelta(seconds=result.delay_seconds or 0)
+        return Execution(False, claimed, claimed.state, result.reason, run_again_at=when)
+    if result.status != ResponseStatus.ACCEPT:
+        return Execution(False, claimed, claimed.state, result.reason or f"run is {claimed.state!r}")
+    try:
+        parameters = flow.validate_parameters(load_run_parameters(store, claimed))
+    except ParameterValidationError as exc:
+        _, failed = set_run_state(store, RunKind.FLOW, claimed, Failed(message=str(exc)))
+        assert isinstance(failed, FlowRun)
+        return Execution(True, failed, failed.state, "invalid parameters")
+    result, running = set_run_state(store, RunKind.FLOW, claimed, Running())
+    assert isinstance(running, FlowRun)
+    if result.status != ResponseStatus.ACCEPT:
+        return Execution(True, running, running.state, result.reason)
+    deadline = started + deadline_seconds if deadline_seconds is not None else None
+    final = _drive(flow, running, parameters, store, settings, is_subflow=False, deadline=deadline,
+                   inline_retry_max=inline_retry_max)
+    after = store.read_run(RunKind.FLOW, running.id)
+    assert isinstance(after, FlowRun)
+    again = final.state_details.scheduled_time if final.type == StateType.SCHEDULED else None
+    return Execution(True, after, final, final.message, run_again_at=again)
+
+
+def _drive(flow: Flow[..., Any], run: FlowRun, parameters: dict[str, Any], store: Store, settings: Any, *,
+           is_subflow: bool, deadline: float | None = None, inline_retry_max: float | None = None) -> State:
+    """Run the flow body for a Running ``run`` until a final state (or, for executors, until the
+    run is left Scheduled for a later attempt), with retries, hooks and logs."""
+    from stratoflow._timeouts import timeout_scope
 
     logger = run_logger(store, flow_run_id=run.id, task_run_id=None, label=f"Flow run {run.name!r}", kind="flow")
     logger.info("Beginning flow run %r for flow %r", run.name, flow.name)
@@ -362,16 +469,24 @@ def run_flow(flow: Flow[..., Any], parameters: dict[str, Any], parent: FlowRunCo
 
     final: State | None = None
     interrupted: BaseException | None = None
+    abandoned = False  # task threads left behind at the executor's deadline
     while final is None:
         token = flow_run_ctx.set(ctx)
         print_token = print_to_log.set(flow.log_prints)
+        left = deadline - time.monotonic() if deadline is not None else None
         try:
-            from stratoflow._timeouts import timeout_scope
-
-            with timeout_scope(flow.timeout_seconds, FlowRunTimeout):
+            if left is not None and left <= 0:
+                raise ExecutorDeadline()
+            with timeout_scope(left, ExecutorDeadline), timeout_scope(flow.timeout_seconds, FlowRunTimeout):
                 value = flow._call_fn(parameters)
             _wait_for_futures(ctx)
             attempt = _final_state_from_return(value, store, settings, persist)
+        except ExecutorDeadline:
+            # Task threads may be stuck: do not wait for them past the deadline.
+            abandoned = True
+            attempt = Crashed(message="the executor stopped the flow run before its deadline (the Lambda "
+                                      "function's timeout): it did not finish in time")
+            logger.error("Crashed: %s", attempt.message)
         except FlowRunTimeout:
             _wait_for_futures(ctx)
             attempt = TimedOut(message=f"Flow run exceeded timeout of {flow.timeout_seconds} second(s)")
@@ -394,9 +509,17 @@ def run_flow(flow: Flow[..., Any], parameters: dict[str, Any], parent: FlowRunCo
         ctx.flow_run = run
         outcome = result.state or attempt
         if interrupted is None and outcome.type == StateType.SCHEDULED:
-            delay = ((outcome.state_details.scheduled_time or now()) - now()).total_seconds()
+            delay = max(((outcome.state_details.scheduled_time or now()) - now()).total_seconds(), 0.0)
+            out_of_time = deadline is not None and time.monotonic() + delay >= deadline
+            if inline_retry_max is not None and (delay > inline_retry_max or out_of_time):
+                # Release the compute: the run waits in AwaitingRetry and is handed out again.
+                logger.info("Received non-final state %r when proposing final state %r; the run will be "
+                            "attempted again in %.2fs", outcome.name, attempt.name, delay)
+                ctx.shutdown(wait=not abandoned)
+                _flush(store, is_subflow)
+                return outcome
             logger.info("Received non-final state %r when proposing final state %r and will attempt to run "
-                        "again in %.2fs", outcome.name, attempt.name, max(delay, 0))
+                        "again in %.2fs", outcome.name, attempt.name, delay)
             if delay > 0:
                 time.sleep(delay)
             _, run = set_run_state(store, RunKind.FLOW, ctx.flow_run, Retrying())  # type: ignore[assignment]
@@ -410,7 +533,7 @@ def run_flow(flow: Flow[..., Any], parameters: dict[str, Any], parent: FlowRunCo
             outcome = result.state or outcome
         final = attempt if outcome.id == attempt.id else outcome
 
-    ctx.shutdown()
+    ctx.shutdown(wait=not abandoned)
     level = 20 if final.is_completed() else 40
     logger.log(level, "Finished in state %r", final)
     for hook in _hooks_for(flow, final):
@@ -418,17 +541,16 @@ def run_flow(flow: Flow[..., Any], parameters: dict[str, Any], parent: FlowRunCo
             hook(flow, ctx.flow_run, final)
         except Exception:
             logger.exception("Hook %r failed", getattr(hook, "__name__", hook))
-    if placeholder is not None:
-        mirrored = State(type=final.type, name=final.name, message=final.message,
-                         result_ref=final.result_ref).with_data(final._data)
-        mirrored.state_details.child_flow_run_id = run.id
-        placeholder.propose(mirrored)
-    if parent is None:
-        store.flush()
-        get_log_buffer(store).flush()
+    _flush(store, is_subflow)
     if interrupted is not None:
         raise interrupted
     return final
+
+
+def _flush(store: Store, is_subflow: bool) -> None:
+    if not is_subflow:
+        store.flush()
+        get_log_buffer(store).flush()
 
 
 def _wait_for_futures(ctx: FlowRunContext) -> None:
