@@ -16,8 +16,26 @@ class S3Blobs:
         return f"s3://{self.settings.bucket}/{key}"
 
     def get_blob(self, uri: str) -> bytes:
-        if not uri.startswith("s3://"):
-            raise ValueError(f"not an s3:// URI: {uri!r}")
-        bucket, _, key = uri[5:].partition("/")
+        bucket, key = _split(uri)
         body = _aws.client("s3", self.settings).get_object(Bucket=bucket, Key=key)["Body"]
         return bytes(body.read())
+
+    def has_blob(self, uri: str) -> bool:
+        """Whether the object exists (a HEAD request: deploy skips uploading a package that is there)."""
+        from botocore.exceptions import ClientError
+
+        bucket, key = _split(uri)
+        try:
+            _aws.client("s3", self.settings).head_object(Bucket=bucket, Key=key)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise
+        return True
+
+
+def _split(uri: str) -> tuple[str, str]:
+    if not uri.startswith("s3://"):
+        raise ValueError(f"not an s3:// URI: {uri!r}")
+    bucket, _, key = uri[5:].partition("/")
+    return bucket, key
