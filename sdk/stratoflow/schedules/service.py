@@ -1,0 +1,367 @@
+"""What schedules do to the run database: fire a slot, tick, react to a deployment change.
+
+Over the ``Store`` interface and ``stratoflow.api.operations``; no boto3 here (EventBridge is
+reached through a ``ScheduleProvisioner``, see ``eventbridge.py``).
+
+* ``fire``: the run of one slot (what an EventBridge schedule's target does). Its idempotency
+  key is ``schedule:{deployment}:{schedule}:{slot}``, so a slot fired twice makes one run.
+* ``tick``: runs for every slot in ``(cursor, now + horizon]`` of the schedules EventBridge
+  cannot express (or of every schedule, ``scope="all"``). The cursor is kept per schedule in the
+  objects table and written with optimistic versions after the runs exist: a crash between the
+  two re-creates nothing (same keys), a restart skips nothing.
+* ``on_deployment_changed``: deletes the unstarted future runs a change made wrong (schedule
+  removed, changed, deactivated, deployment paused) and provisions the deployment's schedules.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Literal, Protocol
+
+from stratoflow.exceptions import ObjectAlreadyExists, ObjectNotFound
+from stratoflow.schedules.models import DeploymentSchedule
+from stratoflow.schedules.slots import iter_slots, next_slots, parse_slot_key, slot_key, slot_key_prefix, utc
+from stratoflow.schedules.translate import translate
+from stratoflow.states import StateType
+
+if TYPE_CHECKING:
+    from stratoflow.models import Deployment, FlowRun
+    from stratoflow.settings import Settings
+    from stratoflow.storage.base import Store
+
+logger = logging.getLogger("stratoflow.schedules")
+
+AUTO_SCHEDULED_TAG = "auto-scheduled"
+CURSOR_KIND = "schedule_cursor"
+DEPLOYMENT_KIND = "deployment"
+# A tick never goes further back than this: after an outage (or a missed resume) the slots
+# older than this are skipped rather than fired all at once.
+MAX_CATCHUP = timedelta(hours=1)
+# Slots created per schedule per tick at most; the cursor stops at the last one and the next
+# tick goes on from there.
+MAX_SLOTS_PER_TICK = 1000
+# An EventBridge invocation's slot is matched to the schedule's slot within this much.
+FIRE_TOLERANCE = timedelta(seconds=59)
+
+
+class ScheduleProvisioner(Protocol):
+    """Where a deployment's schedules are provisioned (EventBridge Scheduler on AWS and in moto)."""
+
+    def sync_deployment(self, deployment: Deployment) -> None:
+        """Make the provisioned schedules of ``deployment`` match it (create, update, delete)."""
+
+    def remove_deployment(self, deployment_id: str) -> None:
+        """Delete every provisioned schedule of the deployment."""
+
+
+def default_provisioner(settings: Settings) -> ScheduleProvisioner:
+    from stratoflow.schedules.eventbridge import EventBridgeProvisioner
+
+    return EventBridgeProvisioner(settings)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _find(deployment: Deployment | None, schedule_id: str) -> DeploymentSchedule | None:
+    if deployment is None:
+        return None
+    return next((s for s in deployment.schedules if s.id == schedule_id), None)
+
+
+def _effective(deployment: Deployment | None, schedule_id: str) -> DeploymentSchedule | None:
+    """The schedule if it creates runs now: it exists, is active and its deployment is not paused."""
+    found = _find(deployment, schedule_id)
+    if found is None or not found.active or deployment is None or deployment.paused:
+        return None
+    return found
+
+
+def fingerprint(schedule: DeploymentSchedule) -> str:
+    """Changes when what the schedule fires changes (its expression or its parameters)."""
+    body = json.dumps({"schedule": schedule.schedule.model_dump(mode="json"), "parameters": schedule.parameters},
+                      sort_keys=True, default=str)
+    return hashlib.sha256(body.encode()).hexdigest()[:32]
+
+
+def _read_deployment(store: Store, deployment_id: str) -> Deployment | None:
+    from stratoflow.api.operations import read_deployment
+
+    try:
+        return read_deployment(store, deployment_id)
+    except ObjectNotFound:
+        return None
+
+
+def _create_run(store: Store, settings: Settings, deployment: Deployment, schedule: DeploymentSchedule,
+                slot: datetime) -> tuple[FlowRun, bool] | None:
+    from stratoflow.api.errors import Conflict
+    from stratoflow.api.operations import create_deployment_flow_run
+    from stratoflow.api.schemas import DeploymentRunCreate, StateIn
+    from stratoflow.states import StateDetails
+
+    request = DeploymentRunCreate(
+        parameters=dict(schedule.parameters),
+        state=StateIn(type=StateType.SCHEDULED, state_details=StateDetails(scheduled_time=slot)),
+        idempotency_key=slot_key(deployment.id, schedule.id, slot),
+        tags=[AUTO_SCHEDULED_TAG],
+    )
+    try:
+        return create_deployment_flow_run(store, settings, deployment.id, request)
+    except Conflict:  # paused between our read and the write
+        return None
+
+
+def snap_slot(schedule: DeploymentSchedule, slot: datetime,
+              tolerance: timedelta = FIRE_TOLERANCE) -> datetime | None:
+    """The schedule's slot nearest ``slot`` within ``tolerance``, else None."""
+    slot = utc(slot)
+    candidates = next_slots(schedule.schedule, slot - tolerance - timedelta(microseconds=1),
+                            until=slot + tolerance, count=4)
+    if not candidates:
+        return None
+    return min(candidates, key=lambda s: abs(s - slot))
+
+
+def fire(store: Store, settings: Settings, deployment_id: str, schedule_id: str, slot: datetime) -> FlowRun | None:
+    """The run of ``slot`` (created, or the one an earlier firing created); None, and nothing
+    written, when the deployment is gone or paused, the schedule gone or inactive, or ``slot``
+    is not one of the schedule's slots (a stale invocation of a changed schedule)."""
+    deployment = _read_deployment(store, deployment_id)
+    schedule = _effective(deployment, schedule_id)
+    if deployment is None or schedule is None:
+        logger.info("not firing %s/%s at %s: deployment or schedule gone, paused or inactive",
+                    deployment_id, schedule_id, slot)
+        return None
+    exact = snap_slot(schedule, slot)
+    if exact is None:
+        logger.warning("not firing %s/%s: %s is not a slot of the schedule", deployment_id, schedule_id, slot)
+        return None
+    made = _create_run(store, settings, deployment, schedule, exact)
+    return made[0] if made is not None else None
+
+
+# -- tick ---------------------------------------------------------------------------------------
+def _deployments(store: Store) -> Iterator[Deployment]:
+    from stratoflow.models import Deployment
+
+    cursor: str | None = None
+    while True:
+        page = store.list_objects(DEPLOYMENT_KIND, cursor=cursor, limit=500)
+        for obj in page.objects:
+            yield Deployment.model_validate(obj.doc)
+        if page.next_cursor is None:
+            return
+        cursor = page.next_cursor
+
+
+def cursor_key(deployment_id: str, schedule_id: str) -> str:
+    return f"{deployment_id}/{schedule_id}"
+
+
+@dataclass(frozen=True)
+class _Cursor:
+    at: datetime
+    fingerprint: str
+    version: int | None  # None: not stored yet
+
+
+def _read_cursor(store: Store, deployment: Deployment, schedule: DeploymentSchedule, now: datetime) -> _Cursor:
+    fp = fingerprint(schedule)
+    try:
+        stored = store.get_object(CURSOR_KIND, cursor_key(deployment.id, schedule.id))
+    except ObjectNotFound:
+        stored = None
+    if stored is not None and stored.doc.get("fingerprint") == fp:
+        at = max(utc(datetime.fromisoformat(stored.doc["cursor"])), now - MAX_CATCHUP)
+        return _Cursor(at, fp, stored.version)
+    # First tick of this schedule (or of its new definition): from when the deployment last
+    # changed if that was recent (a slot between the change and this tick is not lost), else now.
+    updated = utc(deployment.updated)
+    start = updated if now - MAX_CATCHUP <= updated <= now else now
+    return _Cursor(start, fp, stored.version if stored is not None else None)
+
+
+def _write_cursor(store: Store, deployment: Deployment, schedule: DeploymentSchedule, cursor: _Cursor,
+                  at: datetime) -> bool:
+    from stratoflow.storage.base import ObjectVersionConflict
+
+    doc = {"cursor": at.isoformat(), "fingerprint": cursor.fingerprint, "deployment_id": deployment.id,
+           "schedule_id": schedule.id}
+    key = cursor_key(deployment.id, schedule.id)
+    try:
+        if cursor.version is None:
+            store.put_object(CURSOR_KIND, key, doc, must_not_exist=True)
+        else:
+            store.put_object(CURSOR_KIND, key, doc, expected_version=cursor.version)
+    except (ObjectAlreadyExists, ObjectVersionConflict, ObjectNotFound):
+        # Another tick moved it (its runs have the same keys as ours): theirs stands.
+        return False
+    return True
+
+
+def tick(store: Store, settings: Settings, now: datetime, horizon: timedelta = timedelta(0), *,
+         scope: Literal["tick", "all"] = "tick") -> list[FlowRun]:
+    """Create the runs of every slot in ``(cursor, now + horizon]`` of each active schedule of
+    each unpaused deployment, and advance the cursors. ``scope="tick"`` (what the per-minute
+    EventBridge tick does) covers only the schedules EventBridge cannot express, which have no
+    schedule of their own; ``"all"`` covers every schedule. Returns the runs it created."""
+    from stratoflow.api.errors import Unprocessable
+
+    now = utc(now)
+    until = now + horizon
+    created: list[FlowRun] = []
+    for deployment in _deployments(store):
+        if deployment.paused:
+            continue
+        for schedule in deployment.schedules:
+            if not schedule.active:
+                continue
+            if scope == "tick" and translate(schedule.schedule).on_eventbridge:
+                continue
+            cursor = _read_cursor(store, deployment, schedule, now)
+            slots = next_slots(schedule.schedule, cursor.at, until=until, count=MAX_SLOTS_PER_TICK)
+            reached = until if len(slots) < MAX_SLOTS_PER_TICK else slots[-1]
+            done = cursor.at  # the last slot handled
+            for slot in slots:
+                try:
+                    made = _create_run(store, settings, deployment, schedule, slot)
+                except Unprocessable as exc:  # e.g. its parameters break the deployment's schema
+                    logger.error("schedule %s of deployment %s: slot %s skipped: %s", schedule.id, deployment.id,
+                                 slot.isoformat(), exc)
+                    done = slot
+                    continue
+                except Exception:
+                    logger.exception("schedule %s of deployment %s: stopping at slot %s", schedule.id,
+                                     deployment.id, slot.isoformat())
+                    reached = done
+                    break
+                if made is None:  # the deployment was paused meanwhile
+                    reached = done
+                    break
+                done = slot
+                if made[1]:
+                    created.append(made[0])
+            if reached > cursor.at:
+                _write_cursor(store, deployment, schedule, cursor, reached)
+    return created
+
+
+# -- changes ------------------------------------------------------------------------------------
+def _future_runs(store: Store, deployment_id: str, now: datetime) -> Iterator[FlowRun]:
+    """Unstarted (Scheduled) auto-scheduled runs of the deployment expected after ``now``."""
+    from stratoflow.storage.base import FlowRunQuery
+
+    cursor: str | None = None
+    while True:
+        runs, cursor = store.page_flow_runs(FlowRunQuery(deployment_id=deployment_id, tags=(AUTO_SCHEDULED_TAG,),
+                                                         limit=200, cursor=cursor))
+        for run in runs:  # newest expected start first
+            start = run.expected_start_time
+            if start is not None and utc(start) <= now:
+                return
+            if run.state_type == StateType.SCHEDULED:
+                yield run
+        if cursor is None:
+            return
+
+
+def _still_valid(run: FlowRun, deployment: Deployment, schedule: DeploymentSchedule | None) -> bool:
+    """Whether ``run`` is what ``schedule`` (of ``deployment``) would create now."""
+    if schedule is None or run.idempotency_key is None or run.parameters_ref is not None:
+        return False
+    parsed = parse_slot_key(run.idempotency_key)
+    if parsed is None:
+        return False
+    slot = parsed[2]
+    if next(iter_slots(schedule.schedule, slot - timedelta(microseconds=1)), None) != slot:
+        return False
+    return run.parameters == {**deployment.parameters, **schedule.parameters}
+
+
+def delete_stale_runs(store: Store, deployment: Deployment, now: datetime | None = None,
+                      schedule_ids: Iterable[str] | None = None) -> list[str]:
+    """Delete the unstarted future runs of the deployment's schedules that its current
+    definition would not create (schedule removed, changed, inactive, deployment paused).
+    Returns the deleted run ids."""
+    now = utc(now or _now())
+    wanted = set(schedule_ids) if schedule_ids is not None else None
+    deleted: list[str] = []
+    for run in list(_future_runs(store, deployment.id, now)):
+        parsed = parse_slot_key(run.idempotency_key or "")
+        if parsed is None or parsed[0] != deployment.id:
+            continue
+        schedule_id = parsed[1]
+        if wanted is not None and schedule_id not in wanted:
+            continue
+        if not run.idempotency_key or not run.idempotency_key.startswith(slot_key_prefix(deployment.id, schedule_id)):
+            continue
+        if _still_valid(run, deployment, _effective(deployment, schedule_id)):
+            continue
+        try:
+            store.delete_flow_run(run.id)
+        except ObjectNotFound:
+            continue
+        deleted.append(run.id)
+    return deleted
+
+
+def on_deployment_changed(store: Store, settings: Settings, before: Deployment | None, after: Deployment, *,
+                          provisioner: ScheduleProvisioner | None = None, now: datetime | None = None) -> None:
+    """Bring runs, tick cursors and provisioned schedules in line with ``after`` (called after the
+    write). Safe to call twice: it deletes only runs ``after`` would not create, resets only the
+    cursors of schedules whose definition or on/off state changed, and provisioning converges."""
+    now = utc(now or _now())
+    ids = {s.id for s in after.schedules} | ({s.id for s in before.schedules} if before is not None else set())
+    delete_stale_runs(store, after, now, ids)
+    for schedule_id in ids:
+        old, new = _effective(before, schedule_id), _effective(after, schedule_id)
+        if old is not None and new is not None and fingerprint(old) == fingerprint(new):
+            continue
+        # Started, stopped or changed: the next tick starts this schedule afresh.
+        with contextlib.suppress(ObjectNotFound):
+            store.delete_object(CURSOR_KIND, cursor_key(after.id, schedule_id))
+    (provisioner or default_provisioner(settings)).sync_deployment(after)
+
+
+def on_deployment_deleted(store: Store, settings: Settings, deployment: Deployment, *,
+                          provisioner: ScheduleProvisioner | None = None, now: datetime | None = None) -> None:
+    """A deleted deployment: its future runs, cursors and provisioned schedules go."""
+    gone = deployment.model_copy(update={"schedules": []})
+    delete_stale_runs(store, gone, now, [s.id for s in deployment.schedules])
+    for schedule in deployment.schedules:
+        with contextlib.suppress(ObjectNotFound):
+            store.delete_object(CURSOR_KIND, cursor_key(deployment.id, schedule.id))
+    (provisioner or default_provisioner(settings)).remove_deployment(deployment.id)
+
+
+def reconcile(store: Store, settings: Settings, provisioner: ScheduleProvisioner | None = None) -> int:
+    """Provision every deployment's schedules again (the embedded cloud does not keep them across
+    processes); returns how many deployments were synced."""
+    target = provisioner or default_provisioner(settings)
+    count = 0
+    for deployment in _deployments(store):
+        target.sync_deployment(deployment)
+        count += 1
+    return count
+
+
+def upcoming(deployment: Deployment, now: datetime | None = None, count: int = 10) -> list[tuple[str, datetime]]:
+    """The next ``count`` slots of each active schedule, merged in time order, as
+    ``(schedule_id, slot)``; empty for a paused deployment."""
+    now = utc(now or _now())
+    if deployment.paused:
+        return []
+    out: list[tuple[str, datetime]] = []
+    for schedule in deployment.schedules:
+        if schedule.active:
+            out.extend((schedule.id, slot) for slot in next_slots(schedule.schedule, now, count=count))
+    out.sort(key=lambda item: (item[1], item[0]))
+    return out
