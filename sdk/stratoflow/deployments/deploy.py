@@ -20,6 +20,7 @@ from pydantic import TypeAdapter, ValidationError
 from pydantic_core import to_jsonable_python
 
 from stratoflow.deployments.packaging import (
+    DeploymentError,
     Package,
     PackagingError,
     Progress,
@@ -28,7 +29,7 @@ from stratoflow.deployments.packaging import (
     parse_entrypoint,
     upload_package,
 )
-from stratoflow.exceptions import ObjectNotFound, ParameterValidationError, StratoflowError
+from stratoflow.exceptions import ObjectNotFound, ParameterValidationError
 from stratoflow.schedules.models import (
     CronSchedule,
     DeploymentSchedule,
@@ -46,10 +47,6 @@ if TYPE_CHECKING:
 ScheduleLike = DeploymentSchedule | CronSchedule | IntervalSchedule | RRuleSchedule | Mapping[str, Any]
 # Schedule ids follow from the deployment and the schedule, so an unchanged redeploy keeps them.
 _SCHEDULE_IDS = uuid.UUID("6f1d3c52-5b1e-4a43-9d0e-3f5a3e2b7c10")
-
-
-class DeploymentError(StratoflowError, ValueError):
-    """A deployment was refused before anything was uploaded or written."""
 
 
 @dataclass

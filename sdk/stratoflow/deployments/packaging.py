@@ -58,7 +58,11 @@ LAMBDA_PIP_PLATFORM = ("--platform", "manylinux2014_x86_64", "--implementation",
                        "--only-binary=:all:")
 
 
-class PackagingError(StratoflowError, ValueError):
+class DeploymentError(StratoflowError, ValueError):
+    """A deployment was refused before anything was uploaded or written (the message says why)."""
+
+
+class PackagingError(DeploymentError):
     """A package could not be built, uploaded or used; the message names the file at fault."""
 
 
