@@ -135,6 +135,9 @@ def test_deploying_a_flow_object_derives_its_entrypoint(client: Any, project: Pa
                    timezone="Europe/Paris", source_dir=project.parent)
     assert again.entrypoint == "proj/flows.py:report"
     assert again.schedules[0].id == dep.schedules[0].id  # same schedule, same id
+    via_method = flow.deploy("weekly", work_pool=pool, interval=604800)
+    assert (via_method.name, via_method.entrypoint, via_method.package_sha256) == (
+        "weekly", "flows.py:report", dep.package_sha256)
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [

@@ -302,3 +302,37 @@ def test_vendored_modules_win_over_installed_ones(tmp_path: Path, monkeypatch: p
     monkeypatch.delitem(sys.modules, "yaml")
     assert not hasattr(yaml, "VENDORED")
     assert load_entrypoint(root, "f.py:f").fn() is True
+
+
+# -- vendoring ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("lambda_platform", [False, True])
+def test_vendoring_runs_this_interpreters_pip_with_lambda_flags_on_request(
+        project: Path, monkeypatch: pytest.MonkeyPatch, lambda_platform: bool) -> None:
+    import subprocess
+
+    from stratoflow.deployments import packaging
+
+    commands: list[list[str]] = []
+
+    def fake_pip(command: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
+        commands.append(command)
+        target = Path(command[command.index("--target") + 1])
+        write(target, {"dep/__init__.py": "X = 1\n", "dep/__pycache__/x.pyc": "", "dep-1.0.dist-info/RECORD": ""})
+        return subprocess.CompletedProcess(command, 0, "", "")
+
+    monkeypatch.setattr(packaging.subprocess, "run", fake_pip)
+    (project / "requirements.txt").write_text("# pinned\ndep==1.0\n\n")
+    package = build_package(project, entrypoint="flows.py:etl", lambda_platform=lambda_platform,
+                            pip_args=["--no-index"])
+    [command] = commands
+    assert command[:4] == [sys.executable, "-m", "pip", "install"]
+    assert command[-2:] == ["-r", str(project / "requirements.txt")] and "--no-index" in command
+    platforms = {command[i + 1] for i, arg in enumerate(command) if arg == "--platform"}
+    if lambda_platform:
+        assert {"manylinux2014_x86_64", "manylinux_2_28_x86_64", "manylinux_2_34_x86_64"} <= platforms
+        assert "--only-binary=:all:" in command and command[command.index("--python-version") + 1] == "3.13"
+    else:
+        assert platforms == set() and "--only-binary=:all:" not in command
+    assert package.requirements == ["dep==1.0"]
+    assert {"_vendor/dep/__init__.py", "_vendor/dep-1.0.dist-info/RECORD"} <= set(package.files)
+    assert not any("__pycache__" in f for f in package.files)

@@ -53,8 +53,11 @@ _ZIP_TIME = (1980, 1, 1, 0, 0, 0)
 _FILE_MODE = 0o100644 << 16
 _DIR_MODE = (0o040755 << 16) | 0x10
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
-# The platform of the executor Lambda, for vendoring wheels from another machine.
-LAMBDA_PIP_PLATFORM = ("--platform", "manylinux2014_x86_64", "--implementation", "cp", "--python-version", "3.13",
+# The platform of the executor Lambda (python3.13 on Amazon Linux 2023: glibc 2.34, x86_64), for
+# vendoring wheels from another machine. pip does not expand manylinux_2_x tags to older ones, so
+# every compatible one is listed (manylinux2014 brings manylinux2010 and manylinux1).
+LAMBDA_PIP_PLATFORM = (*(arg for glibc in range(34, 16, -1) for arg in ("--platform", f"manylinux_2_{glibc}_x86_64")),
+                       "--platform", "manylinux2014_x86_64", "--implementation", "cp", "--python-version", "3.13",
                        "--only-binary=:all:")
 
 
