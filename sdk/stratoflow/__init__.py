@@ -27,11 +27,13 @@ _EXPORTS = {
     "StateType": "stratoflow.states",
     "wait": "stratoflow.futures",
     "get_settings": "stratoflow.settings",
+    "run_deployment": "stratoflow.deployments.trigger",
 }
 
 if TYPE_CHECKING:
     from stratoflow.client import get_client
     from stratoflow.context import get_run_context, tags
+    from stratoflow.deployments.trigger import run_deployment
     from stratoflow.flows import Flow, flow
     from stratoflow.futures import wait
     from stratoflow.logs import get_run_logger
@@ -60,6 +62,7 @@ __all__ = [
     "get_run_context",
     "get_run_logger",
     "get_settings",
+    "run_deployment",
     "tags",
     "task",
     "unmapped",

@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from stratoflow.exceptions import ObjectNotFound, TransitionRefused
 from stratoflow.models import (
@@ -33,7 +33,7 @@ from stratoflow.models import (
     WorkQueue,
 )
 from stratoflow.orchestration import OrchestrationResult, RunKind
-from stratoflow.states import State, StateType
+from stratoflow.states import State, StateDetails, StateType
 from stratoflow.storage.base import LogPage, Store
 
 if TYPE_CHECKING:
@@ -179,6 +179,16 @@ class _StoreBackend:
         from stratoflow.api import operations as ops
 
         return ops.list_work_queues(self.store, work_pool_name)
+
+    def set_work_queue_paused(self, work_pool_name: str, name: str, paused: bool) -> WorkQueue:
+        from stratoflow.api import operations as ops
+
+        return ops.set_work_queue_paused(self.store, work_pool_name, name, paused)
+
+    def work_pool_status(self, name: str) -> dict[str, Any]:
+        from stratoflow.api import operations as ops
+
+        return ops.work_pool_status(self.store, name)
 
     # concurrency limits
     def upsert_concurrency_limit(self, request: ConcurrencyLimitCreate) -> ConcurrencyLimit:
@@ -358,6 +368,14 @@ class _HttpBackend:
     def read_work_queues(self, work_pool_name: str) -> list[WorkQueue]:
         return _models(WorkQueue, self._request("GET", f"/work_pools/{self._q(work_pool_name)}/queues"))
 
+    def set_work_queue_paused(self, work_pool_name: str, name: str, paused: bool) -> WorkQueue:
+        action = "pause" if paused else "resume"
+        return WorkQueue.model_validate(self._request(
+            "POST", f"/work_pools/{self._q(work_pool_name)}/queues/{self._q(name)}/{action}"))
+
+    def work_pool_status(self, name: str) -> dict[str, Any]:
+        return cast(dict[str, Any], self._request("GET", f"/work_pools/{self._q(name)}/status"))
+
     # concurrency limits
     def upsert_concurrency_limit(self, request: ConcurrencyLimitCreate) -> ConcurrencyLimit:
         return ConcurrencyLimit.model_validate(self._request(
@@ -532,11 +550,19 @@ class StratoflowClient:
 
     def create_flow_run_from_deployment(self, name_or_id: str, *, parameters: dict[str, Any] | None = None,
                                         tags: Sequence[str] = (), name: str | None = None,
-                                        idempotency_key: str | None = None) -> FlowRun:
-        from stratoflow.api.schemas import DeploymentRunCreate
+                                        idempotency_key: str | None = None,
+                                        scheduled_time: datetime | None = None) -> FlowRun:
+        """A run of the deployment, Scheduled for ``scheduled_time`` (default now) and sent to its
+        work pool when due."""
+        from stratoflow.api.schemas import DeploymentRunCreate, StateIn
 
+        state = None
+        if scheduled_time is not None:
+            if scheduled_time.tzinfo is None:
+                raise ValueError("scheduled_time must be timezone-aware (e.g. datetime.now(UTC))")
+            state = StateIn(type=StateType.SCHEDULED, state_details=StateDetails(scheduled_time=scheduled_time))
         request = DeploymentRunCreate(parameters=parameters or {}, tags=list(tags), name=name,
-                                      idempotency_key=idempotency_key)
+                                      idempotency_key=idempotency_key, state=state)
         with self._naming_deployment(name_or_id):
             return self._backend.create_deployment_flow_run(self._deployment_id(name_or_id), request)
 
@@ -569,6 +595,17 @@ class StratoflowClient:
 
     def read_work_queues(self, work_pool_name: str) -> list[WorkQueue]:
         return self._backend.read_work_queues(work_pool_name)
+
+    def pause_work_queue(self, work_pool_name: str, name: str) -> WorkQueue:
+        """Its messages wait in SQS; nothing is lost."""
+        return self._backend.set_work_queue_paused(work_pool_name, name, True)
+
+    def resume_work_queue(self, work_pool_name: str, name: str) -> WorkQueue:
+        return self._backend.set_work_queue_paused(work_pool_name, name, False)
+
+    def read_work_pool_status(self, name: str) -> dict[str, Any]:
+        """The pool, each queue with its depth (visible, in flight, delayed) and dead letters."""
+        return self._backend.work_pool_status(name)
 
     # concurrency limits
     def create_concurrency_limit(self, tag: str, limit: int) -> ConcurrencyLimit:

@@ -427,6 +427,9 @@ def execute_flow_run(
     settings = settings or get_settings()
     store = store or get_store()
     started = time.monotonic()
+    # The flow's code decides its retries and version; they go on the run with the claim.
+    run = run.model_copy(update={"retry_policy": RetryPolicy(retries=flow.retries, retry_delays=flow._retry_delays),
+                                 "flow_version": flow.version})
     result, claimed = set_run_state(store, RunKind.FLOW, run, Pending())
     assert isinstance(claimed, FlowRun)
     if result.status == ResponseStatus.WAIT:

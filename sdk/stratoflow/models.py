@@ -153,6 +153,7 @@ class WorkQueue(_Record):
     priority: int = 1
     paused: bool = False
     concurrency_limit: int | None = None
+    queue_url: str | None = None
     created: datetime = Field(default_factory=now)
 
 

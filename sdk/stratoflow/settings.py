@@ -69,6 +69,20 @@ class Settings(BaseSettings):
     # Embedded backend: fsync the journal on each write (survives power loss, not just a crash).
     embedded_fsync: bool = False
 
+    # Work pools (SQS). A message stays invisible this long while an executor holds it: six
+    # times Lambda's 15-minute maximum, as AWS advises for event sources, so a message is never
+    # handed to a second consumer while the first still runs it.
+    queue_visibility_timeout: int = 5400
+    # Deliveries before a message that keeps failing goes to the pool's dead-letter queue.
+    queue_max_receive_count: int = 5
+    # Executors and workers: where packages are cached (keyed by their sha256), how often a
+    # running flow run reports a heartbeat, how long before Lambda's deadline a run is stopped,
+    # and the longest retry delay waited out in place (longer ones release the compute).
+    package_cache_dir: Path = Path("/tmp/stratoflow-packages")
+    heartbeat_interval: float = 10.0
+    executor_deadline_margin: float = 15.0
+    inline_retry_max: float = 30.0
+
     @property
     def resolved_backend(self) -> Literal["embedded", "aws"]:
         if self.backend != "auto":

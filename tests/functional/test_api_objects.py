@@ -65,7 +65,9 @@ def test_openapi_lists_the_object_routes(api: Api) -> None:
                          ("/deployments/{deployment_id}/create_flow_run", "post"), ("/work_pools", "post"),
                          ("/work_pools", "get"), ("/work_pools/{name}", "get"), ("/work_pools/{name}/pause", "post"),
                          ("/work_pools/{name}/resume", "post"), ("/work_pools/{name}/queues", "post"),
-                         ("/work_pools/{name}/queues", "get"), ("/concurrency_limits", "post"),
+                         ("/work_pools/{name}/queues", "get"), ("/work_pools/{name}/status", "get"),
+                         ("/work_pools/{name}/queues/{queue}/pause", "post"),
+                         ("/work_pools/{name}/queues/{queue}/resume", "post"), ("/concurrency_limits", "post"),
                          ("/concurrency_limits", "get"), ("/concurrency_limits/{tag}", "get"),
                          ("/concurrency_limits/{tag}", "delete")]:
         assert method in paths[path], (method, path)
@@ -252,7 +254,7 @@ def test_work_pools(api: Api, journal: Callable[[], int]) -> None:
     name = uid("pool")
     reply = api("POST", "/work_pools", body={"name": name, "type": "process", "concurrency_limit": 4})
     assert reply.status == 201 and reply.body["type"] == "process" and reply.body["concurrency_limit"] == 4
-    assert reply.body["queue_url"] is None
+    assert reply.body["queue_url"].endswith(f"-{name}--default") and reply.body["dlq_url"].endswith(f"-{name}--dlq")
     assert name in [p["name"] for p in api("GET", "/work_pools").body]
     assert api("GET", f"/work_pools/{name}").body == reply.body
     assert api("POST", f"/work_pools/{name}/pause").body["paused"] is True
@@ -281,7 +283,17 @@ def test_work_queues(api: Api, journal: Callable[[], int]) -> None:
     high = api("POST", f"/work_pools/{pool}/queues", body={"name": "high", "priority": 1, "concurrency_limit": 2})
     assert low.status == high.status == 201 and high.body["work_pool_name"] == pool
     listed = api("GET", f"/work_pools/{pool}/queues")
-    assert listed.status == 200 and [q["name"] for q in listed.body] == ["high", "low"]
+    # Every pool has a `default` queue; each queue is an SQS queue of its own.
+    assert listed.status == 200 and [q["name"] for q in listed.body] == ["default", "high", "low"]
+    assert len({q["queue_url"] for q in listed.body}) == 3
+    paused = api("POST", f"/work_pools/{pool}/queues/low/pause")
+    assert paused.status == 200 and paused.body["paused"] is True
+    status = api("GET", f"/work_pools/{pool}/status")
+    assert status.status == 200 and [q["name"] for q in status.body["queues"]] == ["default", "high", "low"]
+    assert all(q["messages_visible"] == 0 for q in status.body["queues"]) and status.body["dead_letter_messages"] == 0
+    assert api("POST", f"/work_pools/{pool}/queues/low/resume").body["paused"] is False
+    unchanged(api, journal, "POST", f"/work_pools/{pool}/queues/nope/pause", 404, "nope")
+    unchanged(api, journal, "GET", "/work_pools/nope/status", 404, "nope")
     unchanged(api, journal, "POST", f"/work_pools/{pool}/queues", 409, "already exists", body={"name": "low"})
     unchanged(api, journal, "POST", "/work_pools/nope/queues", 404, "nope", body={"name": "q"})
     unchanged(api, journal, "POST", f"/work_pools/{pool}/queues", 422, "priority", body={"name": "q", "priority": 0})

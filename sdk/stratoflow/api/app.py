@@ -388,7 +388,7 @@ def _register_object_routes(app: Any, responses: Any, count: Any) -> None:
     DeploymentId = Annotated[str, Path(description="deployment id", min_length=1, max_length=256)]
     PoolName = Annotated[str, Path(description="work pool name", min_length=1, max_length=64)]
     Tag = Annotated[str, Path(description="the tag the limit applies to", min_length=1, max_length=256)]
-    no_sqs = " Stores the record only: the pool's SQS queue (and DLQ) is created by a later release."
+    with_sqs = " Creates the SQS queue (redriving to the pool's dead-letter queue) before the record."
 
     # -- flows ------------------------------------------------------------------------------------
     @app.get("/flows", tags=["flows"], summary="Flows, by name",
@@ -481,7 +481,7 @@ def _register_object_routes(app: Any, responses: Any, count: Any) -> None:
 
     # -- work pools and queues ---------------------------------------------------------------------
     @app.post("/work_pools", tags=["work pools"], status_code=201, summary="Create a work pool",
-              description="409 when the name is taken." + no_sqs,
+              description="409 when the name is taken. The pool gets a `default` queue." + with_sqs,
               responses=responses(201, WorkPool, "created", 400, 409, 413, 415))
     def create_work_pool(body: WorkPoolCreate) -> Response[WorkPool]:
         pool = ops.create_work_pool(get_store(), body)
@@ -509,7 +509,7 @@ def _register_object_routes(app: Any, responses: Any, count: Any) -> None:
 
     @app.post("/work_pools/<name>/queues", tags=["work pools"], status_code=201,
               summary="Create a queue in a work pool",
-              description="409 when the pool already has a queue of that name." + no_sqs,
+              description="409 when the pool already has a queue of that name." + with_sqs,
               responses=responses(201, WorkQueue, "created", 400, 404, 409, 413, 415))
     def create_work_queue(name: PoolName, body: WorkQueueCreate) -> Response[WorkQueue]:
         queue = ops.create_work_queue(get_store(), name, body)
@@ -519,6 +519,25 @@ def _register_object_routes(app: Any, responses: Any, count: Any) -> None:
              responses=responses(200, list[WorkQueue], "queues", 404))
     def list_work_queues(name: PoolName) -> list[WorkQueue]:
         return ops.list_work_queues(get_store(), name)
+
+    QueueName = Annotated[str, Path(description="work queue name", min_length=1, max_length=64)]
+
+    @app.post("/work_pools/<name>/queues/<queue>/pause", tags=["work pools"], summary="Pause a work queue",
+              description="Its messages wait in SQS until it is resumed.",
+              responses=responses(200, WorkQueue, "paused", 404))
+    def pause_work_queue(name: PoolName, queue: QueueName) -> WorkQueue:
+        return ops.set_work_queue_paused(get_store(), name, queue, True)
+
+    @app.post("/work_pools/<name>/queues/<queue>/resume", tags=["work pools"], summary="Resume a work queue",
+              responses=responses(200, WorkQueue, "resumed", 404))
+    def resume_work_queue(name: PoolName, queue: QueueName) -> WorkQueue:
+        return ops.set_work_queue_paused(get_store(), name, queue, False)
+
+    @app.get("/work_pools/<name>/status", tags=["work pools"],
+             summary="A pool with the depth of each queue (SQS's approximate counts) and its dead letters",
+             responses=responses(200, dict[str, Any], "status", 404))
+    def work_pool_status(name: PoolName) -> dict[str, Any]:
+        return ops.work_pool_status(get_store(), name)
 
     # -- concurrency limits ------------------------------------------------------------------------
     @app.post("/concurrency_limits", tags=["concurrency limits"], status_code=201,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import json
 import uuid
 from collections.abc import Callable, Sequence
@@ -53,6 +54,7 @@ from stratoflow.orchestration import (
 from stratoflow.services import set_run_state
 from stratoflow.states import AwaitingRetry, Cancelled, Cancelling, Scheduled, State, StateType, now
 from stratoflow.storage.base import ObjectVersionConflict, StoredObject
+from stratoflow.workpools.dispatch import dispatch_run
 
 if TYPE_CHECKING:
     from stratoflow.settings import Settings
@@ -173,8 +175,9 @@ def cancel_flow_run(store: Store, flow_run_id: str) -> FlowRun:
     return moved
 
 
-def retry_flow_run(store: Store, flow_run_id: str) -> FlowRun:
-    """A finished run goes back to Scheduled (AwaitingRetry) for now, through the policy."""
+def retry_flow_run(store: Store, flow_run_id: str, settings: Settings | None = None) -> FlowRun:
+    """A finished run goes back to Scheduled (AwaitingRetry) for now, through the policy; a run of
+    a work pool is sent to its queue again."""
     run = read_flow_run(store, flow_run_id)
     if run.state is None or not run.state.is_final():
         raise Conflict(f"only a finished flow run can be retried; it is {run.state!r}",
@@ -187,6 +190,7 @@ def retry_flow_run(store: Store, flow_run_id: str) -> FlowRun:
         raise Conflict(f"{result.rule}: {result.reason}", status=result.status.value, rule=result.rule,
                        reason=result.reason)
     assert isinstance(moved, FlowRun)
+    dispatch_run(store, _settings(settings), moved)
     return moved
 
 
@@ -376,19 +380,47 @@ def create_deployment_flow_run(store: Store, settings: Settings, dep_id: str,
                        deployment_id=dep.id)
     parameters = {**dep.parameters, **request.parameters}
     validate_parameters(dep.parameter_openapi_schema, parameters)
-    return _create_flow_run(store, settings, flow_name=dep.flow_name, name=request.name, parameters=parameters,
-                            tags=[*dep.tags, *request.tags], state=request.state,
-                            idempotency_key=request.idempotency_key, deployment=dep)
+    run, created = _create_flow_run(store, settings, flow_name=dep.flow_name, name=request.name,
+                                    parameters=parameters, tags=[*dep.tags, *request.tags], state=request.state,
+                                    idempotency_key=request.idempotency_key, deployment=dep)
+    if created:
+        dispatch_run(store, settings, run)
+    return run, created
 
 
 # -- work pools and queues ------------------------------------------------------------------------
-def create_work_pool(store: Store, request: WorkPoolCreate) -> WorkPool:
+def _settings(settings: Settings | None) -> Settings:
+    from stratoflow.settings import get_settings
+
+    return settings or get_settings()
+
+
+def create_work_pool(store: Store, request: WorkPoolCreate, settings: Settings | None = None) -> WorkPool:
+    """The pool record, its dead-letter queue and its ``default`` work queue (an SQS queue each).
+
+    The SQS queues are made first (create_queue is idempotent), so a record never names a queue
+    that does not exist; a refused duplicate leaves the existing pool's queues as they were."""
+    from stratoflow.workpools.naming import DEFAULT_QUEUE
+    from stratoflow.workpools.sqs import SqsQueues
+
+    try:
+        read_work_pool(store, request.name)
+        raise Conflict(f"work pool {request.name!r} already exists", name=request.name)
+    except ObjectNotFound:
+        pass
+    sqs = SqsQueues(_settings(settings))
+    queue_url = sqs.ensure_queue(request.name, DEFAULT_QUEUE)
+    dlq_url, _ = sqs.ensure_dlq(request.name)
     pool = WorkPool(name=request.name, type=request.type, description=request.description,
-                    concurrency_limit=request.concurrency_limit)
+                    concurrency_limit=request.concurrency_limit, queue_url=queue_url, dlq_url=dlq_url)
     try:
         store.put_object(WORK_POOL, pool.name, pool.model_dump(mode="json"), must_not_exist=True)
     except ObjectAlreadyExists:
         raise Conflict(f"work pool {pool.name!r} already exists", name=pool.name) from None
+    default = WorkQueue(name=DEFAULT_QUEUE, work_pool_name=pool.name, priority=1, queue_url=queue_url)
+    with contextlib.suppress(ObjectAlreadyExists):
+        store.put_object(WORK_QUEUE, f"{pool.name}/{DEFAULT_QUEUE}", default.model_dump(mode="json"),
+                         must_not_exist=True)
     return pool
 
 
@@ -407,16 +439,48 @@ def set_work_pool_paused(store: Store, name: str, paused: bool) -> WorkPool:
     )[0]
 
 
-def create_work_queue(store: Store, pool_name: str, request: WorkQueueCreate) -> WorkQueue:
+def create_work_queue(store: Store, pool_name: str, request: WorkQueueCreate,
+                      settings: Settings | None = None) -> WorkQueue:
+    from stratoflow.workpools.sqs import SqsQueues
+
     read_work_pool(store, pool_name)
+    try:
+        read_work_queue(store, pool_name, request.name)
+        raise Conflict(f"work queue {request.name!r} already exists in pool {pool_name!r}", name=request.name)
+    except ObjectNotFound:
+        pass
+    queue_url = SqsQueues(_settings(settings)).ensure_queue(pool_name, request.name)
     queue = WorkQueue(name=request.name, work_pool_name=pool_name, priority=request.priority,
-                      concurrency_limit=request.concurrency_limit)
+                      concurrency_limit=request.concurrency_limit, queue_url=queue_url)
     try:
         store.put_object(WORK_QUEUE, f"{pool_name}/{queue.name}", queue.model_dump(mode="json"),
                          must_not_exist=True)
     except ObjectAlreadyExists:
         raise Conflict(f"work queue {queue.name!r} already exists in pool {pool_name!r}", name=queue.name) from None
     return queue
+
+
+def set_work_queue_paused(store: Store, pool_name: str, name: str, paused: bool) -> WorkQueue:
+    """A paused queue's messages wait in SQS (executors and workers leave them there)."""
+    read_work_queue(store, pool_name, name)
+    return _write_record(
+        store, WORK_QUEUE, f"{pool_name}/{name}", WorkQueue, "work queue", create=None,
+        update=lambda queue, _version: None if queue.paused == paused else queue.model_copy(update={"paused": paused}),
+    )[0]
+
+
+def work_pool_status(store: Store, name: str, settings: Settings | None = None) -> dict[str, Any]:
+    """The pool and each of its queues with its SQS depth (approximate, as SQS reports it)."""
+    from stratoflow.workpools.sqs import SqsQueues
+
+    pool = read_work_pool(store, name)
+    sqs = SqsQueues(_settings(settings))
+    queues = []
+    for queue in list_work_queues(store, name):
+        depth = sqs.depth(queue.queue_url) if queue.queue_url else {}
+        queues.append({**queue.model_dump(mode="json"), **depth})
+    dead = sqs.depth(pool.dlq_url)["messages_visible"] if pool.dlq_url else 0
+    return {"pool": pool.model_dump(mode="json"), "queues": queues, "dead_letter_messages": dead}
 
 
 def read_work_queue(store: Store, pool_name: str, name: str) -> WorkQueue:

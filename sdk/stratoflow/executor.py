@@ -1,0 +1,207 @@
+"""Executing the flow run a work-pool message names: what the executor Lambda and workers call.
+
+One message, one run:
+
+1. parse the message (a malformed one raises ``InvalidMessage``: it is retried, then kept in the
+   pool's dead-letter queue for someone to look at, never dropped silently);
+2. read the run: finished, claimed or deleted runs are dropped without running anything (a
+   duplicate SQS delivery ends here, or at the claim);
+3. a paused pool or queue raises ``QueueMessagePaused``: the caller puts the message back;
+4. fetch the deployment's package (cached by sha256, verified), import the entrypoint;
+5. ``execute_flow_run``: the conditional Scheduled -> Pending claim, then the flow, with a
+   heartbeat, stopping before the deadline;
+6. a run left Scheduled (not due yet, AwaitingRetry after a failure or a crash) is sent to its
+   queue again for its new time.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+from pydantic import ValidationError
+
+from stratoflow.exceptions import ObjectNotFound, StratoflowError
+from stratoflow.models import Deployment, FlowRun
+from stratoflow.orchestration import RunKind
+from stratoflow.services import set_run_state
+from stratoflow.states import Failed, StateType, now
+from stratoflow.workpools.messages import RunMessage
+
+if TYPE_CHECKING:
+    from stratoflow.flows import Flow
+    from stratoflow.settings import Settings
+    from stratoflow.storage.base import Store
+
+HEARTBEAT = "heartbeat"
+_flows: dict[tuple[str, str], Flow[..., Any]] = {}
+_flows_lock = threading.Lock()
+
+
+class InvalidMessage(StratoflowError):
+    """The message is not a run message; it is left to SQS's redrive (and the dead-letter queue)."""
+
+
+class QueueMessagePaused(StratoflowError):
+    """The run's pool or queue is paused: the message must go back to the queue and wait."""
+
+
+class Outcome(StrEnum):
+    RAN = "ran"              # claimed and executed; the run reached a final state
+    REQUEUED = "requeued"    # left Scheduled (retry, not due yet) and sent again for its new time
+    DUPLICATE = "duplicate"  # someone else holds or finished the run: nothing ran
+    GONE = "gone"            # the run no longer exists
+    FAILED = "failed"        # could not start (package, entrypoint, deployment): the run is Failed
+
+
+@dataclass(frozen=True)
+class MessageResult:
+    outcome: Outcome
+    flow_run_id: str
+    state: str | None = None
+    detail: str | None = None
+    run_again_at: datetime | None = None
+
+
+class Heartbeat:
+    """Reports that a run is alive every ``interval`` seconds while it executes.
+
+    The beat is its own record (``heartbeat``/run id), not a field of the run: it never races
+    with the run's state writes. The janitor treats a Running run whose beat stopped as crashed.
+    """
+
+    def __init__(self, store: Store, flow_run_id: str, interval: float, executor: str) -> None:
+        self.store = store
+        self.flow_run_id = flow_run_id
+        self.interval = interval
+        self.executor = executor
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name=f"heartbeat-{flow_run_id[:8]}", daemon=True)
+        self.beats = 0
+
+    def beat(self) -> None:
+        self.store.put_object(HEARTBEAT, self.flow_run_id, {"at": now().isoformat(), "executor": self.executor})
+        self.beats += 1
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.beat()
+            except Exception:  # a missed beat is not worth killing the run; the next one retries
+                continue
+
+    def __enter__(self) -> Heartbeat:
+        self.beat()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+def executor_identity() -> str:
+    return os.environ.get("AWS_LAMBDA_LOG_STREAM_NAME") or f"{socket.gethostname()}:{os.getpid()}"
+
+
+def parse_message(body: str) -> RunMessage:
+    try:
+        return RunMessage.model_validate_json(body)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ())) or "body"
+        raise InvalidMessage(f"not a run message: {where}: {first.get('msg')}") from None
+
+
+def load_flow(store: Store, settings: Settings, deployment: Deployment) -> Flow[..., Any]:
+    """The deployment's flow, from its package (cached on disk by hash and in memory here)."""
+    from stratoflow.deployments.packaging import load_entrypoint, materialize_package
+
+    if not deployment.entrypoint:
+        raise StratoflowError(f"deployment {deployment.flow_name}/{deployment.name} has no entrypoint")
+    if not deployment.package_uri or not deployment.package_sha256:
+        raise StratoflowError(f"deployment {deployment.flow_name}/{deployment.name} has no package: deploy it "
+                              "with `stratoflow deploy` (or give package_uri and package_sha256)")
+    key = (deployment.package_sha256, deployment.entrypoint)
+    with _flows_lock:
+        cached = _flows.get(key)
+    if cached is not None:
+        return cached
+    root = materialize_package(deployment.package_uri, deployment.package_sha256, get_blob=store.get_blob,
+                               cache_root=settings.package_cache_dir)
+    flow = load_entrypoint(root, deployment.entrypoint)
+    with _flows_lock:
+        _flows[key] = flow
+    return flow
+
+
+def _paused(store: Store, run: FlowRun, message: RunMessage) -> str | None:
+    from stratoflow.api.operations import read_work_pool, read_work_queue
+
+    try:
+        if read_work_pool(store, message.work_pool_name).paused:
+            return f"work pool {message.work_pool_name!r} is paused"
+        if read_work_queue(store, message.work_pool_name, message.work_queue_name).paused:
+            return f"work queue {message.work_pool_name}/{message.work_queue_name} is paused"
+    except ObjectNotFound:
+        return None
+    return None
+
+
+def handle_message(
+    body: str,
+    *,
+    store: Store,
+    settings: Settings,
+    remaining_seconds: Callable[[], float] | None = None,
+) -> MessageResult:
+    """Execute the run ``body`` names (see the module docstring). ``remaining_seconds`` is the
+    time left before the caller is stopped (Lambda's remaining time); None runs without a deadline."""
+    from stratoflow.api.operations import read_deployment
+    from stratoflow.flows import execute_flow_run
+    from stratoflow.workpools.dispatch import dispatch_run
+
+    message = parse_message(body)
+    try:
+        run = store.read_run(RunKind.FLOW, message.flow_run_id)
+    except ObjectNotFound:
+        return MessageResult(Outcome.GONE, message.flow_run_id, detail="the flow run was deleted")
+    assert isinstance(run, FlowRun)
+    if run.state is None or run.state.type != StateType.SCHEDULED:
+        return MessageResult(Outcome.DUPLICATE, run.id, run.state_name, f"the run is {run.state!r}: nothing to do")
+    reason = _paused(store, run, message)
+    if reason is not None:
+        raise QueueMessagePaused(reason)
+
+    try:
+        if run.deployment_id is None:
+            raise StratoflowError("the run has no deployment: nothing says which code to run")
+        flow = load_flow(store, settings, read_deployment(store, run.deployment_id))
+    except Exception as exc:
+        # One delivery records the failure (conditional from Scheduled); duplicates see it done.
+        result, after = set_run_state(store, RunKind.FLOW, run, Failed(
+            message=f"could not load the flow: {type(exc).__name__}: {exc}"))
+        outcome = Outcome.FAILED if result.state is not None and result.state.type == StateType.FAILED \
+            else Outcome.DUPLICATE
+        return MessageResult(outcome, run.id, after.state_name, str(exc))
+
+    deadline = None
+    if remaining_seconds is not None:
+        deadline = max(remaining_seconds() - settings.executor_deadline_margin, 0.0)
+    with Heartbeat(store, run.id, settings.heartbeat_interval, executor_identity()):
+        execution = execute_flow_run(flow, run, store=store, settings=settings, deadline_seconds=deadline,
+                                     inline_retry_max=settings.inline_retry_max)
+    state_name = execution.state.name if execution.state is not None else None
+    if execution.run_again_at is not None and execution.run.state is not None \
+            and execution.run.state.type == StateType.SCHEDULED:
+        dispatch_run(store, settings, execution.run, force=True)
+        return MessageResult(Outcome.REQUEUED, run.id, state_name, execution.reason, execution.run_again_at)
+    if not execution.claimed:
+        return MessageResult(Outcome.DUPLICATE, run.id, state_name, execution.reason)
+    return MessageResult(Outcome.RAN, run.id, state_name, execution.reason)
