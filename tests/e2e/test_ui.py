@@ -4,9 +4,11 @@ logs, level filter, download), the Run form of a deployment, cancel, and a large
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+import pytest
 from _e2e_support import StackClient
 
 from stratoflow import flow, get_client, get_run_logger, task
@@ -100,3 +102,79 @@ def test_run_page_timeline_shows_every_task_run_with_its_state_and_logs_filter(
     page.click(f"a.gantt-bar[data-child-flow-run-id='{child_run.child_flow_run_id}']")
     page.wait_for_selector("#parent-link")
     assert child_run.child_flow_run_id in page.url
+
+
+# -- deployments: the Run form and cancel ------------------------------------------------------------
+@pytest.fixture
+def deployment(over_stack: StackClient) -> dict[str, Any]:
+    """A deployment whose parameter schema is a real flow's ``parameter_schema()``."""
+    name = _unique("ui-report")
+
+    @flow(name=name)
+    def report(count: int, code: str = "ABC", mode: Literal["fast", "slow"] = "fast",
+               labels: tuple[str, ...] = ()) -> int:
+        return count
+
+    return over_stack.ok("POST", "/deployments", {
+        "name": "nightly", "flow_name": name, "parameter_openapi_schema": report.parameter_schema(),
+        "parameters": {"count": 3}, "description": "A report, every hour",
+        "schedules": [{"schedule": {"type": "interval", "interval": 3600}}],
+    })
+
+
+def _runs_of(stack: StackClient, deployment_id: str) -> list[dict[str, Any]]:
+    return list(stack.ok("POST", "/flow_runs/filter", {"deployment_id": deployment_id}))
+
+
+def test_run_form_shows_errors_by_field_and_creates_a_run(over_stack: StackClient, page: Any,
+                                                           deployment: dict[str, Any]) -> None:
+    dep_id = deployment["id"]
+    page.goto(f"{over_stack.ui_url}#/deployments/{dep_id}")
+    page.wait_for_selector("#run-form")
+    assert page.input_value("#param-count") == "3"  # the deployment's default
+    page.locator("#schedules", has_text="every 1h 0m").wait_for()
+
+    # Checked in the browser: not a whole number.
+    page.fill("#param-count", "abc")
+    page.click("#run-submit")
+    page.locator("#param-count-error", has_text="whole number").wait_for()
+    assert page.locator("[data-field=count].invalid").count() == 1
+
+    # Checked by the API only (the browser checks that it is an array, not its items): the 422's
+    # errors [{loc: "parameters.labels.1", msg}] land next to `labels`.
+    page.fill("#param-count", "5")
+    page.fill("#param-labels", '["a", 1]')
+    page.click("#run-submit")
+    page.locator("#param-labels-error", has_text="is not of type 'string'").wait_for()
+    assert page.locator("#param-count-error").inner_text() == ""
+    assert _runs_of(over_stack, dep_id) == []
+
+    # Good values create the run; it appears among the upcoming runs.
+    page.fill("#param-labels", '["a", "b"]')
+    page.fill("#param-code", "XYZ")
+    page.select_option("#param-mode", label="slow")
+    page.click("#run-submit")
+    link = page.wait_for_selector("#created-run-link")
+    run_id = (link.get_attribute("href") or "").rsplit("/", 1)[-1]
+    runs = _runs_of(over_stack, dep_id)
+    assert [r["id"] for r in runs] == [run_id]
+    assert runs[0]["parameters"] == {"count": 5, "code": "XYZ", "mode": "slow", "labels": ["a", "b"]}
+    assert page.locator("#param-labels-error").inner_text() == ""
+    page.wait_for_selector(f"#upcoming-runs tr[data-run-id='{run_id}']")
+
+
+def test_cancel_a_scheduled_run_from_its_page(over_stack: StackClient, page: Any,
+                                              deployment: dict[str, Any]) -> None:
+    later = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    run = over_stack.ok("POST", f"/deployments/{deployment['id']}/create_flow_run", {
+        "state": {"type": "SCHEDULED", "state_details": {"scheduled_time": later}}})
+    page.goto(f"{over_stack.ui_url}#/runs/{run['id']}")
+    page.wait_for_selector("#run-state[data-state-type=SCHEDULED]")
+    assert page.locator("#action-resume").count() == 0  # resume is for paused runs only
+    page.click("#action-cancel")
+    page.wait_for_selector("#run-state[data-state-type=CANCELLED]")
+    page.locator("#run-messages", has_text="Cancel requested").wait_for()
+    assert over_stack.ok("GET", f"/flow_runs/{run['id']}")["state"]["type"] == "CANCELLED"
+    # A finished run offers Retry instead; retrying an already retried run shows the API's refusal.
+    page.wait_for_selector("#action-retry")
+    assert page.locator("#action-cancel").count() == 0

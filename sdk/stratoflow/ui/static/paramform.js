@@ -62,7 +62,7 @@ export function createParameterForm(deployment, onSubmit) {
         s.enum.map((v, i) => h("option", { value: String(i), selected: initial === v }, String(v))));
     } else if (kind === "array" || kind === "object" || kind === "json") {
       input = h("textarea", { id, name, rows: 2, placeholder: kind === "array" ? "[1, 2, 3]" : '{"key": "value"}' });
-      if (initial !== undefined) input.value = JSON.stringify(initial);
+      if (initial !== undefined && initial !== null) input.value = JSON.stringify(initial);
     } else {
       input = h("input", { id, name, type: kind === "string" ? "text" : "number",
         step: kind === "integer" ? "1" : "any", inputmode: kind === "string" ? null : "decimal" });
@@ -101,6 +101,7 @@ export function createParameterForm(deployment, onSubmit) {
   function read(f) {
     const text = f.input.value.trim();
     if (text === "") return undefined;
+    if (text === "null" && f.s.nullable) return null;
     switch (f.kind) {
       case "boolean": return text === "true";
       case "enum": return f.s.enum[Number(text)];

@@ -8,8 +8,8 @@ import {
   FINAL_TYPES, button, section, fill } from "./util.js";
 
 export async function render(view, ctx, runId) {
-  let run = await api(`/flow_runs/${seg(runId)}`);
-  let timelineData = await uiApi(`flow_runs/${seg(runId)}/timeline`);
+  let [run, timelineData] = await Promise.all([api(`/flow_runs/${seg(runId)}`),
+    uiApi(`flow_runs/${seg(runId)}/timeline`)]);
   if (!ctx.alive) return;
   let deployment = null;
   if (run.deployment_id) {
@@ -173,13 +173,24 @@ export async function render(view, ctx, runId) {
 
   drawAll();
   const logs = createLogs(panels.logs, run, ctx, taskNames);
-  ctx.every(3000, async () => {
-    if (run.state && FINAL_TYPES.has(run.state.type)) return;
-    try {
-      await refresh();
-      await logs.poll();
-    } catch (err) {
-      messages.replaceChildren(errorBanner(err));
+  // Refresh until the run is final, every 3 s or (for a run whose reads are slow, thousands of
+  // task runs) three times as long as the last refresh took.
+  let timer = 0;
+  const tick = async () => {
+    if (!ctx.alive) return;
+    let delay = 3000;
+    if (!(run.state && FINAL_TYPES.has(run.state.type)) && !document.hidden) {
+      const started = performance.now();
+      try {
+        await refresh();
+        await logs.poll();
+      } catch (err) {
+        messages.replaceChildren(errorBanner(err));
+      }
+      delay = Math.max(3000, 3 * (performance.now() - started));
     }
-  });
+    if (ctx.alive) timer = window.setTimeout(tick, delay);
+  };
+  timer = window.setTimeout(tick, 3000);
+  ctx.onCleanup(() => window.clearTimeout(timer));
 }
