@@ -3,6 +3,9 @@ logs, level filter, download), the Run form of a deployment, cancel, and a large
 
 from __future__ import annotations
 
+import json
+import os
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -178,3 +181,105 @@ def test_cancel_a_scheduled_run_from_its_page(over_stack: StackClient, page: Any
     # A finished run offers Retry instead; retrying an already retried run shows the API's refusal.
     page.wait_for_selector("#action-retry")
     assert page.locator("#action-cancel").count() == 0
+
+
+# -- a large run: 2,000 task runs, 50,000 log lines ------------------------------------------------
+TASK_RUNS = 2000
+LOG_LINES = 50_000
+FULL_SCALE = os.environ.get("STRATOFLOW_E2E_FULL_SCALE", "").strip() == "1"
+
+
+def _write_task_runs(flow_run_id: str, count: int) -> None:
+    """Finished task runs straight into the stack's DynamoDB (moto), 25 to a batch write."""
+    from stratoflow.models import TaskRun
+    from stratoflow.settings import Settings
+    from stratoflow.states import Completed, Failed
+    from stratoflow.storage.dynamodb import DynamoDBStore
+
+    store = DynamoDBStore(Settings())
+    store.start_outbox()
+    base = datetime.now(UTC) - timedelta(minutes=30)
+    try:
+        for i in range(count):
+            start = base + timedelta(milliseconds=500 * i)
+            state = Failed(message="boom") if i % 100 == 99 else Completed()
+            store.create_final_task_run(TaskRun(
+                name=f"work-{i}", task_key="work", dynamic_key=str(i), flow_run_id=flow_run_id, state=state,
+                state_history=[state], start_time=start, end_time=start + timedelta(seconds=1 + i % 7), run_count=1))
+        store.flush()
+    finally:
+        store.close()
+
+
+def _log_line(flow_run_id: str, i: int) -> dict[str, Any]:
+    stamp = datetime(2026, 1, 1, tzinfo=UTC) + timedelta(milliseconds=i)
+    return {"flow_run_id": flow_run_id, "task_run_id": None, "name": "big", "level": (10, 20, 20, 30, 40)[i % 5],
+            "message": f"line {i} of the big run", "timestamp": stamp.isoformat(), "seq": i}
+
+
+def _serve_synthetic_logs(page: Any, flow_run_id: str) -> list[int]:
+    """Answer the run's log reads with 50,000 lines in the API's page format (cursor = offset)."""
+    from urllib.parse import parse_qs, urlsplit
+
+    reads: list[int] = []
+
+    def handle(route: Any) -> None:
+        query = parse_qs(urlsplit(route.request.url).query)
+        start = int(query.get("cursor", ["0"])[0])
+        limit = int(query.get("limit", ["200"])[0])
+        min_level = int(query.get("min_level", ["0"])[0])
+        lines: list[dict[str, Any]] = []
+        i = start
+        while i < LOG_LINES and len(lines) < limit:
+            line = _log_line(flow_run_id, i)
+            if line["level"] >= min_level:
+                lines.append(line)
+            i += 1
+        reads.append(start)
+        route.fulfill(status=200, content_type="application/json",
+                      body=json.dumps({"logs": lines, "next_cursor": str(i)}))
+
+    page.route(f"**/flow_runs/{flow_run_id}/logs?*", handle)
+    return reads
+
+
+def test_a_run_with_2000_task_runs_and_50000_log_lines_keeps_the_dom_small(
+        over_stack: StackClient, page: Any) -> None:
+    run = over_stack.ok("POST", "/flow_runs", {"flow_name": _unique("ui-big"), "state": {"type": "COMPLETED"}})
+    started = time.monotonic()
+    _write_task_runs(run["id"], TASK_RUNS)
+    print(f"wrote {TASK_RUNS} task runs in {time.monotonic() - started:.1f}s")
+    if FULL_SCALE:  # about a minute on moto: its DynamoDB takes ~2 ms an item
+        for start in range(0, LOG_LINES, 1000):
+            over_stack.ok("POST", "/logs", [
+                {k: v for k, v in _log_line(run["id"], i).items() if k != "seq"} for i in range(start, start + 1000)])
+        reads = None
+    else:
+        reads = _serve_synthetic_logs(page, run["id"])
+
+    started = time.monotonic()
+    page.goto(f"{over_stack.ui_url}#/runs/{run['id']}")
+    page.wait_for_selector(f"#timeline[data-total='{TASK_RUNS}']")
+    print(f"run page with {TASK_RUNS} task runs drawn in {time.monotonic() - started:.1f}s")
+    page.locator("#timeline-summary", has_text=f"{TASK_RUNS:,} task runs").wait_for()
+    page.locator("#timeline-summary [data-state-name=Failed][data-count='20']").wait_for()
+    bars = page.locator("#timeline .gantt-bar").count()
+    assert 0 < bars < 100, f"{bars} timeline bars in the DOM for {TASK_RUNS} task runs"
+    # Scrolled to the end, the last task run is drawn (and the first is not any more).
+    page.eval_on_selector("#timeline-rows", "el => { el.scrollTop = el.scrollHeight; }")
+    page.locator(".gantt-label", has_text=f"work-{TASK_RUNS - 1}").wait_for()
+    assert page.locator(".gantt-label", has_text="work-0").count() == 0
+
+    page.locator(".log-row", has_text="line 0 of the big run").wait_for()
+    # Scroll the log view to its end a few times: pages load as it goes, the DOM stays small.
+    for _ in range(3):
+        loaded = int(page.get_attribute("#log-view", "data-loaded") or 0)
+        page.eval_on_selector("#log-view", "el => { el.scrollTop = el.scrollHeight; }")
+        page.wait_for_function(f"() => Number(document.querySelector('#log-view').dataset.loaded) > {loaded}")
+    loaded = int(page.get_attribute("#log-view", "data-loaded") or 0)
+    rows = page.locator(".log-row").count()
+    assert loaded >= 4000 and rows < 200, f"{rows} log rows in the DOM for {loaded} lines loaded"
+    page.eval_on_selector("#log-view", "el => { el.scrollTop = el.scrollHeight; }")
+    page.locator(".log-row", has_text=f"line {loaded - 1} of the big run").wait_for()
+    if reads is not None:
+        assert reads[:4] == [0, 1000, 2000, 3000]  # one page at a time, by cursor
