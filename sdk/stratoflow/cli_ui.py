@@ -1,0 +1,184 @@
+"""``stratoflow ui``: the web UI of a deployed stack, in the browser, through a local signing proxy.
+
+On AWS the API (and the UI it serves under ``/ui/``) is behind IAM auth: every request must be
+signed with SigV4, which a browser cannot do. This command listens on localhost and forwards
+every request, unchanged but signed with the caller's AWS credentials (the SDK's own signing,
+``stratoflow._http``), to ``STRATOFLOW_API_URL``; the browser opens ``http://127.0.0.1:4300/ui/``.
+It serves nothing itself.
+
+It listens on 127.0.0.1 only (anyone who can reach it acts with your credentials) and refuses
+requests whose ``Host`` is not the address it listens on (a web page cannot use it through DNS
+rebinding).
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import ipaddress
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import urlsplit
+
+DEFAULT_PORT = 4300
+MAX_BODY_BYTES = 10 * 1024 * 1024  # API Gateway's own limit
+# Request headers passed on (everything else a browser sends stays here: cookies, origin, ...).
+_FORWARDED_REQUEST_HEADERS = ("accept", "accept-encoding", "content-type", "if-none-match", "if-modified-since")
+_HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding",
+                         "upgrade", "content-length"})
+
+
+class SigningProxy(ThreadingHTTPServer):
+    """A localhost HTTP server that forwards each request to ``api_url``, signed with SigV4."""
+
+    daemon_threads = True
+
+    def __init__(self, api_url: str, *, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
+                 region: str = "us-east-1", credentials: Any = None, timeout: float = 35.0) -> None:
+        from stratoflow._http import HttpTransport
+
+        parts = urlsplit(api_url.rstrip("/"))
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            from stratoflow.exceptions import StratoflowError
+
+            raise StratoflowError(f"STRATOFLOW_API_URL {api_url!r} is not an http(s) URL")
+        self.api_url = api_url.rstrip("/")
+        self.target = parts
+        self.timeout = timeout
+        # The SDK's transport holds the credentials (the default botocore chain unless given) and signs.
+        self.transport = HttpTransport(self.api_url, region=region, credentials=credentials)
+        super().__init__((host, port), _ProxyHandler)
+
+    @property
+    def address(self) -> str:
+        host, port = str(self.server_address[0]), int(self.server_address[1])
+        return f"http://{host}:{port}"
+
+    def allowed_host(self, value: str | None) -> bool:
+        """Whether a request's ``Host`` names this proxy (a loopback address or localhost, our port)."""
+        if not value:
+            return False
+        try:
+            parts = urlsplit(f"//{value}")
+            host, port = parts.hostname, parts.port
+        except ValueError:
+            return False
+        if host is None or (port is not None and port != self.server_address[1]):
+            return False
+        if host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            return False
+
+    def forward(self, method: str, path: str, headers: dict[str, str], body: bytes | None,
+                ) -> tuple[int, list[tuple[str, str]], bytes]:
+        target = self.target
+        full_path = (target.path.rstrip("/") + path) if target.path else path
+        url = f"{target.scheme}://{target.netloc}{full_path}"
+        send = {"Host": target.netloc, **headers}
+        signed = self.transport._signed_headers(method, url, body, send)
+        cls = http.client.HTTPSConnection if target.scheme == "https" else http.client.HTTPConnection
+        conn = cls(target.hostname or "", target.port, timeout=self.timeout)
+        try:
+            conn.request(method, full_path, body=body, headers=signed)
+            response = conn.getresponse()
+            return response.status, response.getheaders(), response.read()
+        finally:
+            conn.close()
+
+
+class _ProxyHandler(BaseHTTPRequestHandler):
+    server: SigningProxy
+    protocol_version = "HTTP/1.1"
+
+    def _handle(self) -> None:
+        if not self.server.allowed_host(self.headers.get("Host")):
+            self._reply(403, [("Content-Type", "text/plain; charset=utf-8")],
+                        b"stratoflow ui: only requests to this address are forwarded\n")
+            return
+        length = int(self.headers.get("Content-Length") or 0)
+        if length > MAX_BODY_BYTES:
+            self._reply(413, [("Content-Type", "text/plain; charset=utf-8")], b"request body over 10 MB\n")
+            return
+        body = self.rfile.read(length) if length else None
+        headers = {name: value for name in _FORWARDED_REQUEST_HEADERS
+                   if (value := self.headers.get(name)) is not None}
+        try:
+            status, response_headers, payload = self.server.forward(self.command, self.path, headers, body)
+        except (OSError, http.client.HTTPException) as exc:
+            self._reply(502, [("Content-Type", "application/json")],
+                        f'{{"error": "stratoflow ui: cannot reach {self.server.api_url}: {type(exc).__name__}"}}'
+                        .encode())
+            return
+        self._reply(status, [(k, v) for k, v in response_headers if k.lower() not in _HOP_BY_HOP], payload)
+
+    def _reply(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
+        self.send_response(status)
+        for name, value in headers:
+            self.send_header(name, value)
+        bodiless = status in (204, 304) or self.command == "HEAD"
+        if not bodiless:
+            self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if not bodiless:
+            self.wfile.write(body)
+
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = _handle
+
+    def log_message(self, format: str, *args: Any) -> None:
+        if getattr(self.server, "verbose", False):
+            sys.stderr.write(f"{self.address_string()} {format % args}\n")
+
+
+def start_proxy(api_url: str, *, host: str = "127.0.0.1", port: int = DEFAULT_PORT, region: str = "us-east-1",
+                credentials: Any = None) -> tuple[SigningProxy, threading.Thread]:
+    """A running proxy (on a thread) and its thread; ``proxy.shutdown()`` stops it."""
+    proxy = SigningProxy(api_url, host=host, port=port, region=region, credentials=credentials)
+    thread = threading.Thread(target=proxy.serve_forever, kwargs={"poll_interval": 0.2}, name="stratoflow-ui",
+                              daemon=True)
+    thread.start()
+    return proxy, thread
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    from stratoflow.exceptions import StratoflowError
+    from stratoflow.settings import get_settings
+
+    settings = get_settings()
+    api_url = args.api_url or settings.api_url
+    if not api_url:
+        raise StratoflowError("set STRATOFLOW_API_URL (the stack's API endpoint) or pass --api-url")
+    try:
+        proxy = SigningProxy(api_url, host=args.host, port=args.port, region=settings.region)
+    except OSError as exc:
+        raise StratoflowError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc} "
+                              "(choose another port with --port; 0 picks a free one)") from exc
+    proxy.verbose = args.verbose  # type: ignore[attr-defined]
+    if proxy.transport._get_credentials() is None:
+        print("warning: no AWS credentials found; requests go unsigned (an IAM-protected API refuses them)",
+              file=sys.stderr)
+    print(f"Stratoflow UI of {proxy.api_url} (requests signed with SigV4, region {settings.region})")
+    print(f"  open {proxy.address}/ui/")
+    print("  Ctrl-C stops it", flush=True)
+    try:
+        proxy.serve_forever(poll_interval=0.2)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        proxy.server_close()
+    return 0
+
+
+def register(subparsers: Any) -> None:
+    """Add ``stratoflow ui`` to the CLI's subcommands."""
+    p = subparsers.add_parser("ui", help="open the web UI of a deployed stack through a local SigV4-signing proxy")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT,
+                   help=f"local port to listen on (default {DEFAULT_PORT}; 0 picks a free one)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; keep it local)")
+    p.add_argument("--api-url", help="the stack's API endpoint (default: STRATOFLOW_API_URL)")
+    p.add_argument("--verbose", "-v", action="store_true", help="print every forwarded request")
+    p.set_defaults(fn=cmd_ui)
