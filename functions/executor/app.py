@@ -37,11 +37,12 @@ def _queues() -> Any:
 def _handle(record: SQSRecord, context: Any) -> dict[str, Any]:
     from stratoflow.executor import InvalidMessage, QueueMessagePaused, handle_message
     from stratoflow.settings import get_settings
-    from stratoflow.storage import get_store
+    from stratoflow.storage import get_server_store
 
     remaining = (lambda: context.get_remaining_time_in_millis() / 1000.0) if context is not None else None
     try:
-        result = handle_message(record.body, store=get_store(), settings=get_settings(), remaining_seconds=remaining)
+        result = handle_message(record.body, store=get_server_store(), settings=get_settings(),
+                                remaining_seconds=remaining)
     except QueueMessagePaused as exc:
         logger.info("message left in the queue", extra={"reason": str(exc), "message_id": record.message_id})
         queues = _queues()

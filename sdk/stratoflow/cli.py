@@ -257,21 +257,6 @@ class _UsageError(Exception):
     """A malformed argument: exit 2 with one line."""
 
 
-def cmd_deployment_run(args: argparse.Namespace) -> int:
-    from stratoflow import get_client
-
-    params = _parse_params(args.param)
-    run = get_client().create_flow_run_from_deployment(args.name_or_id, parameters=params, tags=args.tag or (),
-                                                       idempotency_key=args.idempotency_key)
-    if args.json:
-        _print_json(run.model_dump(mode="json", exclude={"state_history"}))
-    else:
-        print(f"Created flow run {run.name!r} ({run.id}) of {run.flow_name}: "
-              f"{_colour(run.state_name or '-', run.state_type)}")
-        print(f"  parameters  {json.dumps(run.parameters)}")
-    return 0
-
-
 def _pool_table(pools: Sequence[Any]) -> str:
     rows = [(p.name, p.type.value, "paused" if p.paused else "active",
              "-" if p.concurrency_limit is None else p.concurrency_limit, _dt(p.created)) for p in pools]
@@ -347,7 +332,7 @@ def cmd_concurrency_limit_delete(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_object_commands(sub: Any, fr: Any) -> None:
+def _add_object_commands(sub: Any, fr: Any) -> tuple[Any, Any]:
     """flow-run cancel|retry, deployment, work-pool and concurrency-limit commands."""
     p = fr.add_parser("cancel", help="cancel a flow run (Running/Pending -> Cancelling, Scheduled -> Cancelled)")
     p.add_argument("id")
@@ -364,18 +349,10 @@ def _add_object_commands(sub: Any, fr: Any) -> None:
     p = dp.add_parser("inspect", help="show a deployment (by id or FLOW/NAME)")
     p.add_argument("id", metavar="NAME_OR_ID")
     p.set_defaults(fn=cmd_deployment_inspect)
-    p = dp.add_parser("run", help="create a flow run of a deployment (by id or FLOW/NAME)")
-    p.add_argument("name_or_id", metavar="NAME_OR_ID")
-    p.add_argument("--param", "-p", action="append", metavar="KEY=VALUE",
-                   help="a parameter (repeatable); VALUE is read as JSON when it is valid JSON, else as a string")
-    p.add_argument("--tag", action="append", help="a tag for the run (repeatable)")
-    p.add_argument("--idempotency-key", help="a second run with the same key returns the first run")
-    p.set_defaults(fn=cmd_deployment_run)
-
     wp = sub.add_parser("work-pool", help="work pools").add_subparsers(dest="action", required=True)
     p = wp.add_parser("ls", help="list work pools")
     p.set_defaults(fn=cmd_work_pool_ls)
-    p = wp.add_parser("create", help="create a work pool (the record; its SQS queue comes in a later release)")
+    p = wp.add_parser("create", help="create a work pool (its `default` queue and dead-letter queue on SQS)")
     p.add_argument("name")
     p.add_argument("--type", choices=["lambda", "process"], default="lambda")
     p.add_argument("--limit", type=int, help="concurrency limit of the pool")
@@ -396,6 +373,7 @@ def _add_object_commands(sub: Any, fr: Any) -> None:
     p = cl.add_parser("delete", help="delete the limit of a tag")
     p.add_argument("tag")
     p.set_defaults(fn=cmd_concurrency_limit_delete)
+    return dp, wp
 
 
 def cmd_dev(args: argparse.Namespace) -> int:
@@ -414,14 +392,19 @@ def cmd_dev(args: argparse.Namespace) -> int:
 
     previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     stack = DevStack(port=args.port, moto_port=args.moto_port, handler=args.handler,
-                     function_timeout=args.timeout)
+                     function_timeout=args.timeout, executor=not args.no_executor,
+                     executor_concurrency=args.executor_concurrency)
     try:
         started = time.perf_counter()
         stack.start()
         urls = stack.urls
         print(f"Stratoflow dev stack (up in {time.perf_counter() - started:.1f}s)")
-        print(f"  API  {urls.api}  <- {stack.handler_spec}")
-        print(f"  AWS  {urls.moto}  (moto: tables {stack.table_prefix}-*, bucket {stack.bucket})")
+        print(f"  API       {urls.api}  <- {stack.handler_spec}")
+        print(f"  UI        {urls.api}/ui/")
+        print(f"  AWS       {urls.moto}  (moto: tables {stack.table_prefix}-*, bucket {stack.bucket})")
+        if stack.executor_enabled:
+            print(f"  executor  {stack.executor_config.handler_path}  <- the SQS queues of every `lambda` work "
+                  f"pool (up to {stack.executor_config.max_concurrency} at once); schedules fire on time")
         print("\nPoint the SDK and the CLI in another shell at it:")
         for name, value in stack.env().items():
             print(f"  export {name}={shlex.quote(value)}")
@@ -472,6 +455,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--handler", metavar="PATH:ATTR",
                    help="the API's Lambda handler (default <repo>/functions/api/app.py:lambda_handler)")
     p.add_argument("--timeout", type=float, default=30.0, help="the function's timeout in seconds (default 30)")
+    p.add_argument("--no-executor", action="store_true",
+                   help="do not consume work pools, fire schedules or send due runs (the API alone)")
+    p.add_argument("--executor-concurrency", type=int, default=4,
+                   help="flow runs the local executor function runs at once (default 4)")
     p.set_defaults(fn=cmd_dev)
 
     tr = sub.add_parser("task-run", help="inspect task runs").add_subparsers(dest="action", required=True)
@@ -479,7 +466,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--flow-run", required=True)
     p.set_defaults(fn=cmd_task_run_ls)
 
-    _add_object_commands(sub, fr)
+    dp, wp = _add_object_commands(sub, fr)
+    from stratoflow import cli_deploy, cli_schedules, cli_work
+
+    cli_work.register(sub, dp, wp)
+    cli_deploy.register(sub)
+    cli_schedules.register_deployment_subcommands(dp)
     return parser
 
 

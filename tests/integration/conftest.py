@@ -174,3 +174,27 @@ def dev_stack(dev_stack_launcher: Callable[..., DevStackProcess]) -> Iterator[De
     yield stack
     code = stack.stop()
     assert code == 0, f"stratoflow dev exited with {code}:\n{stack.output.text()}"
+
+
+@pytest.fixture
+def over_api(dev_stack: DevStackProcess, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Any]:
+    """This process's SDK pointed at the session's stack (``get_store()`` is its ApiStore)."""
+    from stratoflow import _aws
+    from stratoflow.settings import reset_settings
+    from stratoflow.storage import get_store
+    from stratoflow.storage.api_store import ApiStore
+
+    for name in list(os.environ):
+        if name.startswith("STRATOFLOW_") or name.startswith("AWS_"):
+            monkeypatch.delenv(name, raising=False)
+    for name, value in dev_stack.env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("STRATOFLOW_HOME", str(tmp_path))
+    monkeypatch.setenv("STRATOFLOW_LOG_TO_CONSOLE", "false")
+    reset_settings()
+    _aws.clear_clients()
+    store = get_store()
+    assert isinstance(store, ApiStore)
+    yield store
+    reset_settings()
+    _aws.clear_clients()

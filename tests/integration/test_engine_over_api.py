@@ -5,7 +5,6 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -14,33 +13,11 @@ from stratoflow import flow, get_client, get_run_logger, task
 from stratoflow.exceptions import TransitionRefused
 from stratoflow.orchestration import ResponseStatus, RunKind
 from stratoflow.states import Completed, Failed, Pending, Running, StateType
-from stratoflow.storage import get_store
 from stratoflow.storage.api_store import ApiStore
 
 
 def _unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
-
-
-@pytest.fixture
-def over_api(dev_stack: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> Iterator[ApiStore]:
-    from stratoflow import _aws
-    from stratoflow.settings import reset_settings
-
-    for name in list(__import__("os").environ):
-        if name.startswith("STRATOFLOW_") or name.startswith("AWS_"):
-            monkeypatch.delenv(name, raising=False)
-    for name, value in dev_stack.env.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.setenv("STRATOFLOW_HOME", str(tmp_path))
-    monkeypatch.setenv("STRATOFLOW_LOG_TO_CONSOLE", "false")
-    reset_settings()
-    _aws.clear_clients()
-    store = get_store()
-    assert isinstance(store, ApiStore)
-    yield store
-    reset_settings()
-    _aws.clear_clients()
 
 
 def test_flow_with_mapped_tasks_retries_cache_subflow_large_result_and_logs(over_api: ApiStore) -> None:

@@ -7,7 +7,12 @@
    must be atomic as it is on AWS (two claimers of one run can never both win).
 2. **The stack's resources** provisioned into it: the tables and the bucket
    (``DynamoDBStore.ensure_resources``), named as the SAM stack names them (``stratoflow-dev-*``).
-3. **The API function** served on localhost the way API Gateway (HTTP API, payload format 2.0,
+3. **The executor function** (``functions/executor/app.py``) fed from the SQS queues of every
+   `lambda` work pool by a local event source mapping (``event_sources.py``: batch size 1,
+   partial batch responses, paused pools and queues skipped), and a control loop that sends
+   runs to their queues when they come due (``workpools/dispatch.py``), as the janitor does on
+   AWS.
+4. **The API function** served on localhost the way API Gateway (HTTP API, payload format 2.0,
    ``$default`` route and stage) and Lambda serve it: each HTTP request becomes the event API
    Gateway would build, the handler runs in a Lambda-like runtime (``lambda_runtime.py``:
    execution environments, context, timeout), and its return value becomes the HTTP response by
@@ -59,6 +64,8 @@ from stratoflow.local.lambda_runtime import (
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 DEFAULT_HANDLER = Path("functions") / "api" / "app.py"
+EXECUTOR_HANDLER = Path("functions") / "executor" / "app.py"
+CONTROL_LOOP_INTERVAL = 1.0
 LOCAL_CREDENTIAL = "stratoflow-local"  # moto accepts any credentials; these never reach AWS
 API_ID = "stratoflowd"  # requestContext.apiId
 MAX_REQUEST_BYTES = 10 * 1024 * 1024  # API Gateway's payload limit
@@ -79,13 +86,13 @@ _CLEARED_VARS = ("STRATOFLOW_API_URL", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"
                  "AWS_DEFAULT_PROFILE", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE")
 
 
-def default_handler() -> Path:
-    """``functions/api/app.py`` of the Stratoflow checkout this package runs from (else of the
-    current directory)."""
+def default_handler(relative: Path = DEFAULT_HANDLER) -> Path:
+    """``functions/api/app.py`` (or another function's file) of the Stratoflow checkout this
+    package runs from (else of the current directory)."""
     for root in (REPO_ROOT, Path.cwd()):
-        if (root / DEFAULT_HANDLER).is_file():
-            return root / DEFAULT_HANDLER
-    return REPO_ROOT / DEFAULT_HANDLER
+        if (root / relative).is_file():
+            return root / relative
+    return REPO_ROOT / relative
 
 
 # -- API Gateway: request -> event -----------------------------------------------------------------
@@ -539,6 +546,9 @@ class DevStack:
         max_concurrency: int = 1,
         integration_timeout: float = INTEGRATION_TIMEOUT,
         log_stream: TextIO | None = sys.stderr,
+        executor: bool = True,
+        executor_timeout: float = 900.0,
+        executor_concurrency: int = 4,
     ) -> None:
         if handler:
             path, attr = parse_handler_spec(handler)
@@ -557,6 +567,15 @@ class DevStack:
                                               memory_mb=memory_mb, timeout=function_timeout, region=region,
                                               max_concurrency=max_concurrency)
         self.log_stream = log_stream
+        self.executor_enabled = executor
+        self.executor_config = FunctionConfig(
+            handler_path=default_handler(EXECUTOR_HANDLER), name=function_name.replace("-api", "") + "-executor",
+            memory_mb=1024, timeout=executor_timeout, region=region, max_concurrency=executor_concurrency)
+        self._executor: LocalFunction | None = None
+        self._event_source: Any = None
+        self._control: threading.Thread | None = None
+        self._control_stop = threading.Event()
+        self._scheduler: Any = None
         self._explicit_handler = bool(handler)
         self._log_lock = threading.Lock()
         self._moto: MotoServer | None = None
@@ -597,6 +616,8 @@ class DevStack:
             self._provision()
             self._function = LocalFunction(self.function_config)
             self._function.start()
+            if self.executor_enabled:
+                self._start_executor()
             self._api_thread = threading.Thread(target=self._api.serve_forever, kwargs={"poll_interval": 0.1},
                                                 name="stratoflow-dev-api", daemon=True)
             self._api_thread.start()
@@ -619,6 +640,7 @@ class DevStack:
             leftovers += self._api.close_connections(STOP_TIMEOUT)
             self._api.server_close()
             self._api = None
+        leftovers += self._stop_executor()
         if self._function is not None:
             leftovers += self._function.close(STOP_TIMEOUT)
             self._function = None
@@ -677,7 +699,81 @@ class DevStack:
             raise StratoflowError("the DevStack is not running")
         return self._function.invoke(event, wait_limit=self.integration_timeout)
 
+    def control_tick(self) -> int:
+        """One pass of the control loop: send runs that came due to their queues. Returns how
+        many were sent."""
+        from stratoflow.settings import get_settings
+        from stratoflow.storage import get_server_store
+        from stratoflow.workpools.dispatch import dispatch_due_runs
+
+        return dispatch_due_runs(get_server_store(), get_settings())
+
     # -- internals --------------------------------------------------------------------------------
+    def _start_executor(self) -> None:
+        from stratoflow.local.event_sources import SqsEventSource, lambda_pool_targets
+        from stratoflow.local.scheduler_loop import SchedulerLoop
+        from stratoflow.settings import get_settings
+        from stratoflow.storage import get_server_store
+        from stratoflow.workpools.sqs import SqsQueues
+
+        self._executor = LocalFunction(self.executor_config)
+        self._executor.start()
+        queues = SqsQueues(get_settings())
+        self._event_source = SqsEventSource(
+            lambda event: self._executor.invoke(event) if self._executor else InvocationResult("stopped"),
+            queues, lambda: lambda_pool_targets(get_server_store, queues), region=self.region, batch_size=1,
+            concurrency=self.executor_config.max_concurrency, wait_seconds=1, on_result=self._log_execution)
+        self._event_source.start()
+        self._scheduler = SchedulerLoop(get_settings(), store_factory=get_server_store)
+        self._scheduler.start()
+        self._control_stop.clear()
+        self._control = threading.Thread(target=self._control_loop, name="stratoflow-dev-control", daemon=True)
+        self._control.start()
+
+    def _stop_executor(self) -> list[threading.Thread]:
+        leftovers: list[threading.Thread] = []
+        self._control_stop.set()
+        if self._control is not None:
+            self._control.join(STOP_TIMEOUT)
+            if self._control.is_alive():
+                leftovers.append(self._control)
+            self._control = None
+        if self._scheduler is not None:
+            self._scheduler.stop()
+            self._scheduler = None
+        if self._event_source is not None:
+            leftovers += self._event_source.stop(STOP_TIMEOUT)
+            self._event_source = None
+        if self._executor is not None:
+            leftovers += self._executor.close(STOP_TIMEOUT)
+            self._executor = None
+        return leftovers
+
+    def _control_loop(self) -> None:
+        while not self._control_stop.wait(CONTROL_LOOP_INTERVAL):
+            try:
+                sent = self.control_tick()
+            except Exception as exc:  # the loop must outlive a failed pass; the next one retries
+                self._log(f"control loop: {type(exc).__name__}: {exc}")
+                continue
+            if sent:
+                self._log(f"control loop: sent {sent} due flow run(s) to their work queues")
+
+    def _log_execution(self, messages: list[Any], result: InvocationResult) -> None:
+        for message in messages:
+            try:
+                run_id = json.loads(message.body).get("flow_run_id", "?")
+            except ValueError:
+                run_id = "?"
+            line = f"executor: flow run {run_id} from {message.target.pool}/{message.target.queue}"
+            if result.error is not None:
+                line += f" -> {result.error.get('errorType')}: {result.error.get('errorMessage')}"
+            elif isinstance(result.payload, dict) and result.payload.get("batchItemFailures"):
+                line += " -> left in the queue"
+            else:
+                line += f" -> done ({result.duration_ms:.0f} ms)"
+            self._log(line)
+
     def _apply_env(self) -> None:
         env = self.handler_env()
         cleared = [k for k in os.environ if k.startswith("AWS_ENDPOINT_URL_")] + list(_CLEARED_VARS)

@@ -2,7 +2,7 @@
 
 from stratoflow.storage.base import LogPage, Store
 
-__all__ = ["LogPage", "Store", "get_store"]
+__all__ = ["LogPage", "Store", "get_server_store", "get_store"]
 
 
 def get_store() -> Store:
@@ -14,6 +14,15 @@ def get_store() -> Store:
         from stratoflow.storage.api_store import get_api_store
 
         return get_api_store()
+    from stratoflow.storage.dynamodb import get_dynamodb_store
+
+    return get_dynamodb_store()
+
+
+def get_server_store() -> Store:
+    """DynamoDB + S3 directly, even when an API URL is configured: what the control plane's own
+    processes use (the executor function, workers, the janitor), which hold IAM access to the
+    tables and run server-side operations (work pools, dispatch, heartbeats) themselves."""
     from stratoflow.storage.dynamodb import get_dynamodb_store
 
     return get_dynamodb_store()
