@@ -4,7 +4,7 @@ import { api, apiRaw, seg, forgetDeployments } from "./api.js";
 import { createParameterForm } from "./paramform.js";
 import { table as runsTable } from "./runs.js";
 import {
-  h, clear, timeCell, formatTime, formatDuration, emptyState, errorBanner, section, button, jsonBlock, plural, fill } from "./util.js";
+  h, clear, stateBadge, timeCell, formatTime, formatDuration, emptyState, errorBanner, section, button, jsonBlock, plural, fill } from "./util.js";
 
 export async function renderList(view, ctx) {
   const list = await api("/deployments/filter", { method: "POST", body: { limit: 1000 } });
@@ -113,10 +113,9 @@ export async function renderDetail(view, ctx, depId) {
           h("td", {}, h("a", { href: `#/runs/${seg(r.id)}` }, r.name)),
           h("td", {}, formatTime(r.state.state_details.scheduled_time), " (",
             timeCell(r.state.state_details.scheduled_time), ")"),
-          h("td", {}, h("span", { class: `badge ${r.state.name === "Late" ? "state-LATE" : "state-SCHEDULED"}` },
-            r.state.name))))))
+          h("td", {}, stateBadge(r.state))))))
         : emptyState("No upcoming runs", "Scheduled runs of this deployment appear here."));
-      fill(recent, runsTable(last, null));
+      fill(recent, runsTable(last, new Map([[dep.id, dep]])));
     } catch (err) {
       if (ctx.alive) fill(upcoming, errorBanner(err));
     }

@@ -46,7 +46,7 @@ export function createLogs(container, flowRun, ctx, taskNames) {
 
   function source(line) {
     if (line.task_run_id) return taskNames.get(line.task_run_id) || line.task_run_id.slice(0, 8);
-    return line.name || "flow";
+    return line.name && !line.name.startsWith("stratoflow") ? line.name : "flow run";
   }
 
   function draw(force) {

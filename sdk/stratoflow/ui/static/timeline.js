@@ -103,8 +103,10 @@ export function createTimeline(container) {
     if (fe !== null) hi = Math.max(hi, fe);
     t0 = lo;
     span = Math.max(hi - lo, 1);
-    fill(axis, ...[0, 0.25, 0.5, 0.75, 1].map((f) => h("span", { style: { left: `${f * 100}%` } },
-      f === 0 ? "0s" : `+${formatDuration((span * f) / 1000)}`)));
+    fill(axis, [0, 0.25, 0.5, 0.75, 1].map((f) => h("span", { style: { left: `${f * 100}%`,
+      transform: f === 0 ? "none" : f === 1 ? "translateX(-100%)" : "translateX(-50%)",
+      paddingRight: f === 1 ? "6px" : "0", paddingLeft: f === 0 ? "4px" : "0" } },
+    f === 0 ? "0s" : `+${formatDuration((span * f) / 1000)}`)));
     spacer.style.height = `${rows.length * ROW}px`;
     scroller.style.height = `${Math.min(rows.length * ROW, MAX_HEIGHT)}px`;
     draw(true);

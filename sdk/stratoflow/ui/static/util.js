@@ -58,9 +58,19 @@ export function stateClass(type, name) {
   return `state-${type}`;
 }
 
+// A Scheduled run whose time passed more than this long ago is shown Late (as Prefect marks it).
+export const LATE_AFTER_MS = 15000;
+
+export function isLate(state, now = Date.now()) {
+  const details = state && state.state_details;
+  return Boolean(state && state.type === "SCHEDULED" && details && details.scheduled_time &&
+    parseTime(details.scheduled_time) < now - LATE_AFTER_MS);
+}
+
 export function stateBadge(state, extra) {
   const type = state ? state.type || state.state_type : null;
-  const name = state ? state.name || state.state_name || titleCase(type) : "Unknown";
+  let name = state ? state.name || state.state_name || titleCase(type) : "Unknown";
+  if (name === "Scheduled" && isLate(state)) name = "Late";
   return h("span", { class: `badge ${stateClass(type, name)} ${extra || ""}`, "data-state-type": type || "",
     "data-state-name": name, title: state && state.message ? state.message : name }, name);
 }
