@@ -55,7 +55,7 @@ def handle(event: dict[str, Any]) -> dict[str, Any]:
         now = _time(event.get("time") or datetime.now(UTC).isoformat(), "time")
         horizon = timedelta(seconds=float(event.get("horizon_seconds", os.environ.get(HORIZON_ENV, 60))))
         runs = service.tick(get_store(), settings, now, horizon)
-        logger.info("tick", extra={"time": now.isoformat(), "created": len(runs)})
+        logger.info("tick", extra={"tick_time": now.isoformat(), "runs_created": len(runs)})
         return {"tick": now.isoformat(), "created": [r.id for r in runs]}
     deployment_id, schedule_id = event.get("deployment_id"), event.get("schedule_id")
     if not isinstance(deployment_id, str) or not isinstance(schedule_id, str):

@@ -85,6 +85,12 @@ def check_rrule(value: str) -> str:
 
 class _Schedule(BaseModel):
     model_config = ConfigDict(extra="forbid")
+    # Fields written out even when they hold their default (``model_dump(exclude_unset=True)``
+    # must keep a schedule's ``type``, the union's tag, and a schedule's generated ``id``).
+    _always_set: tuple[str, ...] = ("type",)
+
+    def model_post_init(self, context: Any, /) -> None:
+        self.__pydantic_fields_set__.update(f for f in self._always_set if f in type(self).model_fields)
 
     @field_validator("timezone", check_fields=False)
     @classmethod
@@ -137,6 +143,8 @@ Schedule = Annotated[CronSchedule | IntervalSchedule | RRuleSchedule, Field(disc
 
 class DeploymentSchedule(_Schedule):
     """One schedule of a deployment. ``active=False`` stops it creating runs (kept, not deleted)."""
+
+    _always_set: tuple[str, ...] = ("id",)
 
     id: str = Field(default_factory=lambda: str(uuid.uuid4()), min_length=1, max_length=128,
                     pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")

@@ -171,6 +171,8 @@ class _Cursor:
     at: datetime
     fingerprint: str
     version: int | None  # None: not stored yet
+    fresh: bool = False  # not stored yet for this definition: store it even if no slot came
+    deployment_version: int | None = None  # the version whose change last restarted it
 
 
 def _read_cursor(store: Store, deployment: Deployment, schedule: DeploymentSchedule, now: datetime) -> _Cursor:
@@ -181,12 +183,12 @@ def _read_cursor(store: Store, deployment: Deployment, schedule: DeploymentSched
         stored = None
     if stored is not None and stored.doc.get("fingerprint") == fp:
         at = max(utc(datetime.fromisoformat(stored.doc["cursor"])), now - MAX_CATCHUP)
-        return _Cursor(at, fp, stored.version)
+        return _Cursor(at, fp, stored.version, deployment_version=stored.doc.get("deployment_version"))
     # First tick of this schedule (or of its new definition): from when the deployment last
     # changed if that was recent (a slot between the change and this tick is not lost), else now.
     updated = utc(deployment.updated)
     start = updated if now - MAX_CATCHUP <= updated <= now else now
-    return _Cursor(start, fp, stored.version if stored is not None else None)
+    return _Cursor(start, fp, stored.version if stored is not None else None, fresh=True)
 
 
 def _write_cursor(store: Store, deployment: Deployment, schedule: DeploymentSchedule, cursor: _Cursor,
@@ -194,7 +196,7 @@ def _write_cursor(store: Store, deployment: Deployment, schedule: DeploymentSche
     from stratoflow.storage.base import ObjectVersionConflict
 
     doc = {"cursor": at.isoformat(), "fingerprint": cursor.fingerprint, "deployment_id": deployment.id,
-           "schedule_id": schedule.id}
+           "schedule_id": schedule.id, "deployment_version": cursor.deployment_version}
     key = cursor_key(deployment.id, schedule.id)
     try:
         if cursor.version is None:
@@ -249,7 +251,7 @@ def tick(store: Store, settings: Settings, now: datetime, horizon: timedelta = t
                 done = slot
                 if made[1]:
                     created.append(made[0])
-            if reached > cursor.at:
+            if reached > cursor.at or cursor.fresh:
                 _write_cursor(store, deployment, schedule, cursor, reached)
     return created
 
@@ -313,11 +315,39 @@ def delete_stale_runs(store: Store, deployment: Deployment, now: datetime | None
     return deleted
 
 
+def _restart_cursor(store: Store, deployment: Deployment, schedule: DeploymentSchedule, now: datetime) -> None:
+    """Start the schedule's tick cursor at ``now``, once per deployment version (a second call
+    for the same change leaves the cursor where the tick has moved it)."""
+    from stratoflow.storage.base import ObjectVersionConflict
+
+    key = cursor_key(deployment.id, schedule.id)
+    doc = {"cursor": now.isoformat(), "fingerprint": fingerprint(schedule), "deployment_id": deployment.id,
+           "schedule_id": schedule.id, "deployment_version": deployment.version}
+    for _ in range(5):
+        try:
+            stored = store.get_object(CURSOR_KIND, key)
+        except ObjectNotFound:
+            try:
+                store.put_object(CURSOR_KIND, key, doc, must_not_exist=True)
+                return
+            except ObjectAlreadyExists:
+                continue
+        if stored.doc.get("deployment_version") == deployment.version:
+            return
+        try:
+            store.put_object(CURSOR_KIND, key, doc, expected_version=stored.version)
+            return
+        except (ObjectVersionConflict, ObjectNotFound):
+            continue
+
+
 def on_deployment_changed(store: Store, settings: Settings, before: Deployment | None, after: Deployment, *,
                           provisioner: ScheduleProvisioner | None = None, now: datetime | None = None) -> None:
     """Bring runs, tick cursors and provisioned schedules in line with ``after`` (called after the
-    write). Safe to call twice: it deletes only runs ``after`` would not create, resets only the
-    cursors of schedules whose definition or on/off state changed, and provisioning converges."""
+    write). Safe to call twice: it deletes only runs ``after`` would not create, restarts the tick
+    cursor of a schedule that started or changed at ``now`` once per deployment version (so the
+    tick fires neither the slots it was paused for nor those of its old definition), and
+    provisioning converges."""
     now = utc(now or _now())
     ids = {s.id for s in after.schedules} | ({s.id for s in before.schedules} if before is not None else set())
     delete_stale_runs(store, after, now, ids)
@@ -325,9 +355,12 @@ def on_deployment_changed(store: Store, settings: Settings, before: Deployment |
         old, new = _effective(before, schedule_id), _effective(after, schedule_id)
         if old is not None and new is not None and fingerprint(old) == fingerprint(new):
             continue
-        # Started, stopped or changed: the next tick starts this schedule afresh.
-        with contextlib.suppress(ObjectNotFound):
-            store.delete_object(CURSOR_KIND, cursor_key(after.id, schedule_id))
+        if new is None:  # stopped: no cursor until it starts again
+            with contextlib.suppress(ObjectNotFound):
+                store.delete_object(CURSOR_KIND, cursor_key(after.id, schedule_id))
+            continue
+        # Started or changed: the tick fires it from now on (not the slots it was off or different).
+        _restart_cursor(store, after, new, now)
     (provisioner or default_provisioner(settings)).sync_deployment(after)
 
 

@@ -144,6 +144,39 @@ def parse_rrule(schedule: RRuleSchedule) -> object:
     return rrulestr(schedule.rrule, forceset=True, dtstart=DEFAULT_ANCHOR)
 
 
+# dateutil iterates a rule from its DTSTART on every call: a minutely rule anchored in 2020 walks
+# millions of occurrences. A rule without COUNT whose period has a fixed wall-clock length (daily
+# and shorter) fires the same times from DTSTART + k whole periods, so DTSTART is moved to just
+# before where the search starts. (Weekly and longer rules have few occurrences; COUNT counts
+# from DTSTART, so those rules are left alone.)
+_PERIODS = {3: timedelta(days=1), 4: timedelta(hours=1), 5: timedelta(minutes=1), 6: timedelta(seconds=1)}
+
+
+def _moved_near(rules: object, target: datetime) -> object:
+    from dateutil.rrule import rrule, rruleset
+
+    members = getattr(rules, "_rrule", None)
+    if not isinstance(rules, rruleset) or not members:
+        return rules
+    moved = rruleset()
+    for member in members:
+        period = _PERIODS.get(member._freq)
+        start = member._dtstart
+        if (period is not None and member._count is None and start is not None
+                and (start.tzinfo is None) == (target.tzinfo is None) and start < target):
+            step = period * member._interval
+            member = member.replace(dtstart=start + ((target - start) // step) * step)
+        assert isinstance(member, rrule)
+        moved.rrule(member)
+    for when in getattr(rules, "_rdate", []):
+        moved.rdate(when)
+    for rule in getattr(rules, "_exrule", []):
+        moved.exrule(rule)
+    for when in getattr(rules, "_exdate", []):
+        moved.exdate(when)
+    return moved
+
+
 def _rrule_slots(schedule: RRuleSchedule, after: datetime) -> Iterator[datetime]:
     rules = parse_rrule(schedule)
     first = next(iter(rules), None)  # type: ignore[call-overload]
@@ -151,6 +184,7 @@ def _rrule_slots(schedule: RRuleSchedule, after: datetime) -> Iterator[datetime]
         return
     if first.tzinfo is not None:  # DTSTART carries its own zone: iterate in it
         cursor = after.astimezone(first.tzinfo)
+        rules = _moved_near(rules, cursor - timedelta(hours=3))
         while True:
             nxt = rules.after(cursor)  # type: ignore[attr-defined]
             if nxt is None:
@@ -161,6 +195,7 @@ def _rrule_slots(schedule: RRuleSchedule, after: datetime) -> Iterator[datetime]
     # Wall time: step back three hours (more than any DST shift) so a slot just after ``after``
     # whose wall time is earlier (a repeated hour) is not missed; iter_slots drops the rest.
     cursor_naive = after.astimezone(tz).replace(tzinfo=None) - timedelta(hours=3)
+    rules = _moved_near(rules, cursor_naive)
     while True:
         nxt = rules.after(cursor_naive)  # type: ignore[attr-defined]
         if nxt is None:
