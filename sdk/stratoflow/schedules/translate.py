@@ -81,7 +81,7 @@ def _render(values: Sequence[Any], lo: int, hi: int, *, allow_step: bool = True)
     nums = sorted({int(v) for v in values})
     if len(nums) == hi - lo + 1:
         return "*"
-    if allow_step and len(nums) >= 2:
+    if allow_step and len(nums) >= 3:
         step = nums[1] - nums[0]
         if step > 1 and nums == list(range(nums[0], hi + 1, step)):
             return f"{nums[0]}/{step}"
@@ -126,6 +126,18 @@ def _translate_cron(schedule: CronSchedule) -> Translation:
             return Translation(None, f"the {name} field {values!r} uses a croniter extension EventBridge lacks")
     dom_restricted = dom != ["*"]
     dow_restricted = dow != ["*"]
+    if dom_restricted and dow_restricted:
+        # croniter keeps a full range (1-31, 0-6) as a restriction when the other day field is
+        # restricted too. With OR a full one matches every day; with AND it adds nothing.
+        dom_full = _is_ints(dom) and {int(d) for d in dom} == set(range(1, 32))
+        dow_full = _is_ints(dow) and not nth and {int(d) % 7 for d in dow} == set(range(7))
+        if schedule.day_or and (dom_full or dow_full):
+            dom, dow, nth = ["*"], ["*"], {}
+        elif not schedule.day_or and dom_full:
+            dom = ["*"]
+        elif not schedule.day_or and dow_full:
+            dow = ["*"]
+        dom_restricted, dow_restricted = dom != ["*"], dow != ["*"]
     if dom_restricted and dow_restricted:
         rule = ("either day (cron's OR rule, day_or=True)" if schedule.day_or
                 else "both days (day_or=False)")
@@ -180,13 +192,14 @@ def dst_minutes(timezone: str) -> frozenset[int]:
         nxt = t + day
         offset = nxt.astimezone(tz).utcoffset()
         if offset != prev_offset:
-            lo, hi = t, nxt  # bisect to the second of the change
-            while hi - lo > timedelta(seconds=1):
-                mid = lo + (hi - lo) / 2
-                if mid.astimezone(tz).utcoffset() == prev_offset:
-                    lo = mid
+            lo_s, hi_s = int(t.timestamp()), int(nxt.timestamp())  # bisect to the second of the change
+            while hi_s - lo_s > 1:
+                mid_s = (lo_s + hi_s) // 2
+                if datetime.fromtimestamp(mid_s, UTC).astimezone(tz).utcoffset() == prev_offset:
+                    lo_s = mid_s
                 else:
-                    hi = mid
+                    hi_s = mid_s
+            hi = datetime.fromtimestamp(hi_s, UTC)
             assert prev_offset is not None and offset is not None
             wall_old = (hi + prev_offset).replace(tzinfo=None)
             wall_new = (hi + offset).replace(tzinfo=None)
