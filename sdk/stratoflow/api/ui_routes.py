@@ -148,6 +148,7 @@ def register_ui_routes(app: Any) -> None:
     from aws_lambda_powertools.event_handler.openapi.params import Path, Query
 
     from stratoflow.api.errors import error_body
+    from stratoflow.api.schemas import ErrorOut
     from stratoflow.states import now
     from stratoflow.storage import get_store
     from stratoflow.ui import CACHE_CONTROL, etag_matches, load_asset
@@ -197,12 +198,21 @@ def register_ui_routes(app: Any) -> None:
     def ui_asset(name: str):
         return serve(name)
 
+    def responses(description: str, *errors: int) -> dict[int, Any]:
+        texts = {404: "unknown flow run", 422: "invalid parameter (named)", 500: "internal error (logged)"}
+        out: dict[int, Any] = {200: {"description": description, "content": {JSON: {}}}}
+        for code in (*errors, 422, 500):
+            out[code] = {"description": texts[code], "content": {JSON: {"model": ErrorOut}}}
+        return out
+
     @app.get("/ui/api/dashboard", tags=["ui"], summary="The UI dashboard: runs of the last hours by state, "
-             "failing deployments, late runs, work pools")
+             "failing deployments, late runs, work pools",
+             responses=responses("counts by state and time bucket, failing deployments, late runs, work pools"))
     def ui_dashboard(hours: Annotated[int, Query(ge=1, le=DASHBOARD_MAX_HOURS)] = 24):
         return json_response(dashboard(get_store(), hours=hours, now=now()))
 
     @app.get("/ui/api/flow_runs/<flow_run_id>/timeline", tags=["ui"],
-             summary="The task runs of a flow run, reduced to what the UI's timeline draws")
+             summary="The task runs of a flow run, reduced to what the UI's timeline draws",
+             responses=responses("the task runs in start order", 404))
     def ui_timeline(flow_run_id: Annotated[str, Path(min_length=1, max_length=256)]):
         return json_response(timeline(get_store(), flow_run_id))
