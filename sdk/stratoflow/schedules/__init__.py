@@ -1,4 +1,9 @@
-"""Deployment schedules: cron, interval and rrule, as Prefect users write them. Pure: no boto3."""
+"""Deployment schedules: cron, interval and rrule, as Prefect users write them.
+
+The records and validation (``models``), their slots (``slots.next_slots``) and their translation
+to EventBridge Scheduler (``translate.to_eventbridge``) are pure: no boto3. ``service`` creates
+runs over the store; ``eventbridge`` provisions schedules. See docs/schedules.md.
+"""
 
 from stratoflow.schedules.models import (
     CronSchedule,
@@ -7,5 +12,20 @@ from stratoflow.schedules.models import (
     RRuleSchedule,
     Schedule,
 )
+from stratoflow.schedules.slots import next_slots, parse_slot_key, slot_key
+from stratoflow.schedules.translate import EventBridgeExpression, Translation, to_eventbridge, translate
 
-__all__ = ["CronSchedule", "DeploymentSchedule", "IntervalSchedule", "RRuleSchedule", "Schedule"]
+__all__ = [
+    "CronSchedule",
+    "DeploymentSchedule",
+    "EventBridgeExpression",
+    "IntervalSchedule",
+    "RRuleSchedule",
+    "Schedule",
+    "Translation",
+    "next_slots",
+    "parse_slot_key",
+    "slot_key",
+    "to_eventbridge",
+    "translate",
+]
