@@ -283,3 +283,26 @@ def test_a_run_with_2000_task_runs_and_50000_log_lines_keeps_the_dom_small(
     page.locator(".log-row", has_text=f"line {loaded - 1} of the big run").wait_for()
     if reads is not None:
         assert reads[:4] == [0, 1000, 2000, 3000]  # one page at a time, by cursor
+
+
+def test_resume_is_offered_for_a_paused_run_only_and_reports_the_api_answer(over_stack: StackClient,
+                                                                           page: Any) -> None:
+    run = over_stack.ok("POST", "/flow_runs", {"flow_name": _unique("ui-paused"), "state": {"type": "RUNNING"}})
+    paused = over_stack.ok("POST", f"/flow_runs/{run['id']}/set_state", {"state": {"type": "PAUSED"}})
+    assert paused["status"] == "ACCEPT", paused
+    page.goto(f"{over_stack.ui_url}#/runs/{run['id']}")
+    page.wait_for_selector("#run-state[data-state-type=PAUSED]")
+    page.click("#action-resume")
+    page.fill("#resume-input", "not json")
+    page.click("#resume-submit")
+    page.locator("#resume-form .field-error", has_text="Not JSON").wait_for()
+    page.fill("#resume-input", '{"approved": true}')
+    page.click("#resume-submit")
+    banner = page.wait_for_selector("#run-messages .banner")
+    after = over_stack.ok("GET", f"/flow_runs/{run['id']}")["state"]["type"]
+    if after == "PAUSED":  # the API refused (or has no resume route yet): its message is shown
+        assert "banner-error" in (banner.get_attribute("class") or "")
+        assert "HTTP 4" in banner.inner_text()
+    else:
+        page.locator("#run-messages .banner-ok", has_text="Resumed").wait_for()
+        page.wait_for_selector("#run-state:not([data-state-type=PAUSED])")
