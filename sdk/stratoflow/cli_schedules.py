@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import uuid
 from datetime import UTC, datetime
 from typing import Any
 
@@ -112,9 +113,8 @@ def _new_schedule(args: argparse.Namespace) -> Any:
         spec = IntervalSchedule(interval=args.interval, anchor_date=anchor, timezone=tz)
     else:
         spec = RRuleSchedule(rrule=args.rrule, timezone=tz)
-    fields: dict[str, Any] = {"schedule": spec, "active": not args.inactive}
-    if args.id:
-        fields["id"] = args.id
+    # The id is always given explicitly: an update sends only the fields set.
+    fields: dict[str, Any] = {"schedule": spec, "active": not args.inactive, "id": args.id or str(uuid.uuid4())}
     if args.param:
         from stratoflow.cli import _parse_params
 

@@ -93,6 +93,14 @@ def test_add_and_ls(capsys: pytest.CaptureFixture[str], client: Any, deployment:
     assert (local_hour - utc_hour) % 24 in (1, 2) and office.split()[-1] == "Europe/Paris"
 
 
+def test_add_without_an_id_keeps_the_generated_one(capsys: pytest.CaptureFixture[str], client: Any,
+                                                   deployment: Any) -> None:
+    code, out, _ = run(capsys, "--json", "deployment", "schedule", "add", "etl/nightly", "--cron", "@daily")
+    assert code == 0
+    added = json.loads(out)["id"]
+    assert [s.id for s in client.read_deployment("etl/nightly").schedules] == [added]
+
+
 def test_ls_json(capsys: pytest.CaptureFixture[str], deployment: Any) -> None:
     run(capsys, "deployment", "schedule", "add", "etl/nightly", "--interval", "90", "--anchor-date",
         "2026-01-01T00:00:00+00:00", "--id", "i")

@@ -73,11 +73,12 @@ def test_valid_rrules_and_zones_are_accepted() -> None:
     IntervalSchedule(interval=1, timezone="America/Argentina/Buenos_Aires")
 
 
-def test_dumps_keep_the_type_and_the_generated_id() -> None:
-    ds = DeploymentSchedule(schedule=CronSchedule(cron="0 * * * *"))
+def test_dumps_keep_the_type() -> None:
+    ds = DeploymentSchedule(id="h", schedule=CronSchedule(cron="0 * * * *"))
     dumped = ds.model_dump(exclude_unset=True)
-    assert dumped["id"] == ds.id and dumped["schedule"] == {"type": "cron", "cron": "0 * * * *"}
+    assert dumped == {"id": "h", "schedule": {"type": "cron", "cron": "0 * * * *"}}
     assert DeploymentSchedule.model_validate(dumped) == ds
+    assert "id" not in DeploymentSchedule(schedule=CronSchedule(cron="0 * * * *")).model_fields_set
 
 
 # -- slot keys ----------------------------------------------------------------------------------------

@@ -85,8 +85,8 @@ def check_rrule(value: str) -> str:
 
 class _Schedule(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    # Fields written out even when they hold their default (``model_dump(exclude_unset=True)``
-    # must keep a schedule's ``type``, the union's tag, and a schedule's generated ``id``).
+    # Fields written out even when they hold their default: ``model_dump(exclude_unset=True)``
+    # (how deployment updates are sent and merged) must keep ``type``, the union's tag.
     _always_set: tuple[str, ...] = ("type",)
 
     def model_post_init(self, context: Any, /) -> None:
@@ -142,9 +142,11 @@ Schedule = Annotated[CronSchedule | IntervalSchedule | RRuleSchedule, Field(disc
 
 
 class DeploymentSchedule(_Schedule):
-    """One schedule of a deployment. ``active=False`` stops it creating runs (kept, not deleted)."""
+    """One schedule of a deployment. ``active=False`` stops it creating runs (kept, not deleted).
+    Give ``id`` explicitly when the schedule is sent as an update (``exclude_unset`` dumps leave a
+    generated id out, and the receiver would generate another)."""
 
-    _always_set: tuple[str, ...] = ("id",)
+    _always_set: tuple[str, ...] = ()
 
     id: str = Field(default_factory=lambda: str(uuid.uuid4()), min_length=1, max_length=128,
                     pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
