@@ -476,3 +476,15 @@ def test_upcoming(store: Store) -> None:
     assert got == [("i", datetime(2031, 1, 7, 0, 0, tzinfo=UTC)), ("weekdays", datetime(2031, 1, 7, 8, 0, tzinfo=UTC)),
                    ("i", datetime(2031, 1, 7, 12, 0, tzinfo=UTC)), ("weekdays", datetime(2031, 1, 8, 8, 0, tzinfo=UTC))]
     assert service.upcoming(dep.model_copy(update={"paused": True}), T0, 2) == []
+
+
+def test_importing_the_scheduler_function_touches_no_aws() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); import app; "
+            "bad = [m for m in ('boto3', 'moto', 'pynamodb', 'stratoflow.storage.dynamodb') if m in sys.modules]; "
+            "print(bad); sys.exit(1 if bad else 0)")
+    done = subprocess.run([sys.executable, "-c", code, str(default_handler_path().parent)], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
