@@ -88,6 +88,12 @@ def test_run_page_timeline_shows_every_task_run_with_its_state_and_logs_filter(
 
     # Logs: every line of the run, then only warnings and up.
     page.locator(".log-row", has_text="mapped 5 values").wait_for()
+    # Keyboard: arrows in the focused log view select a line and show its full text.
+    page.focus("#log-view")
+    page.keyboard.press("ArrowDown")
+    page.keyboard.press("ArrowDown")
+    assert page.locator("#log-detail").is_visible()
+    assert page.locator(".log-row.selected").get_attribute("data-index") == "1"
     page.select_option("#log-level", "30")
     page.locator(".log-row", has_text=f"a warning from {name}").wait_for()
     page.wait_for_function("() => document.querySelectorAll('.log-row').length > 0 && "

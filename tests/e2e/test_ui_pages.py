@@ -33,6 +33,7 @@ def test_assets_have_types_etags_gzip_and_unknown_paths_are_404(ui_stack: StackC
     assert status == 200 and headers["content-type"].startswith("text/html")
     assert b'<script type="module" src="app.js">' in body
     etag = headers["etag"]
+    assert "default-src 'self'" in headers["content-security-policy"]
     assert headers["cache-control"] == "private, no-cache"
     status, headers, body = _get(ui_stack, "/ui/", {"If-None-Match": etag})
     assert status == 304 and body == b"" and headers["etag"] == etag

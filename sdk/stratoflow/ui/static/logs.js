@@ -62,7 +62,8 @@ export function createLogs(container, flowRun, ctx, taskNames) {
       const level = levelName(line.level);
       const firstLine = line.message.split("\n", 1)[0];
       const more = line.message.length > firstLine.length ? " …" : "";
-      frag.appendChild(h("div", { class: "log-row", "data-index": i, "data-level": level,
+      frag.appendChild(h("div", { class: `log-row${i === selected ? " selected" : ""}`, "data-index": i,
+        "data-level": level,
         style: { top: `${i * ROW}px` }, title: formatTime(line.timestamp) },
       h("span", { class: "t" }, formatClock(line.timestamp)), h("span", { class: `lv lv-${level}` }, level),
       h("span", { class: "src" }, source(line)), h("span", { class: "msg" }, firstLine + more)));
@@ -116,6 +117,7 @@ export function createLogs(container, flowRun, ctx, taskNames) {
     cursor = null;
     atEnd = false;
     detail.hidden = true;
+    selected = -1;
     view.scrollTop = 0;
     spacer.style.height = "0px";
     draw(true);
@@ -126,12 +128,32 @@ export function createLogs(container, flowRun, ctx, taskNames) {
     if (!frame) frame = requestAnimationFrame(() => draw(false));
     if (!atEnd && view.scrollTop + view.clientHeight > lines.length * ROW - 40 * ROW) loadMore();
   });
-  view.addEventListener("click", (event) => {
-    const row = event.target.closest(".log-row");
-    if (!row) return;
-    const line = lines[Number(row.dataset.index)];
+  let selected = -1;
+  function show(index) {
+    if (index < 0 || index >= lines.length) return;
+    selected = index;
+    const line = lines[index];
     detail.hidden = false;
     detail.textContent = `${formatTime(line.timestamp)}  ${levelName(line.level)}  ${source(line)}\n${line.message}`;
+    for (const row of spacer.querySelectorAll(".log-row.selected")) row.classList.remove("selected");
+    const row = spacer.querySelector(`.log-row[data-index="${index}"]`);
+    if (row) row.classList.add("selected");
+  }
+  view.addEventListener("click", (event) => {
+    const row = event.target.closest(".log-row");
+    if (row) show(Number(row.dataset.index));
+  });
+  // Keyboard: with the log view focused, arrows move the selected line (its full text below).
+  view.addEventListener("keydown", (event) => {
+    if (event.key !== "ArrowDown" && event.key !== "ArrowUp") return;
+    event.preventDefault();
+    const first = Math.floor(view.scrollTop / ROW);
+    const next = selected < 0 ? first : selected + (event.key === "ArrowDown" ? 1 : -1);
+    const index = Math.max(0, Math.min(lines.length - 1, next));
+    if (index * ROW < view.scrollTop) view.scrollTop = index * ROW;
+    else if ((index + 1) * ROW > view.scrollTop + view.clientHeight) view.scrollTop = (index + 1) * ROW - view.clientHeight;
+    draw(true);
+    show(index);
   });
   follow.addEventListener("change", () => {
     if (stopFollow) stopFollow();
