@@ -88,6 +88,10 @@ def test_dashboard_counts_match_the_api_and_pools_pause(over_stack: StackClient,
     states = page.locator("#runs-table tbody .badge").evaluate_all("els => els.map(e => e.dataset.stateType)")
     assert states and set(states) == {"FAILED"}
     assert "state=FAILED" in page.url
+    page.fill("#filter-flow", flow_name)
+    page.press("#filter-flow", "Enter")
+    page.wait_for_function("() => document.querySelectorAll('#runs-table tbody tr').length === 1")
+    assert f"flow={flow_name}" in page.url
 
     pool = f"ui-pool-{uuid.uuid4().hex[:6]}"
     over_stack.ok("POST", "/work_pools", {"name": pool})

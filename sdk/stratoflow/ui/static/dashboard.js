@@ -47,9 +47,9 @@ function content(data) {
   const counts = data.counts || {};
   const late = (data.counts_by_name || {}).Late || 0;
   const stats = h("div", { class: "stats", id: "state-counts" },
-    h("div", { class: "stat", style: { borderLeftColor: "#0f172a" } },
+    h("div", { class: "stat", style: { borderLeftColor: "#0f172a" } }, h("a", { href: `#/runs?hours=${data.hours}` },
       h("div", { class: "n", "data-count": data.total }, data.total.toLocaleString()),
-      h("div", { class: "l" }, "Flow runs")),
+      h("div", { class: "l" }, "Flow runs"))),
     CARDS.map(([type, label]) => {
       const n = counts[type] || 0;
       return h("div", { class: `stat ${stateClass(type)}`, "data-state-type": type },

@@ -14,6 +14,7 @@ export async function render(view, ctx, query) {
   const filters = {
     states: new Set((query.get("state") || "").split(",").filter((s) => STATE_TYPES.includes(s))),
     deployment: query.get("deployment") || "",
+    flow: query.get("flow") || "",
     tags: query.get("tag") || "",
     hours: query.get("hours") || "",
   };
@@ -47,6 +48,11 @@ export async function render(view, ctx, query) {
   } }, h("option", { value: "" }, "All deployments"),
   [...deployments.values()].map((d) => h("option", { value: d.id, selected: d.id === filters.deployment },
     `${d.flow_name}/${d.name}`)));
+  const flowInput = h("input", { type: "text", id: "filter-flow", placeholder: "flow name", value: filters.flow,
+    onchange: () => {
+      filters.flow = flowInput.value.trim();
+      restart();
+    } });
   const tagInput = h("input", { type: "text", id: "filter-tag", placeholder: "tag, another", value: filters.tags,
     onchange: () => {
       filters.tags = tagInput.value.trim();
@@ -65,7 +71,7 @@ export async function render(view, ctx, query) {
     h("span", { class: "spacer" }), status,
     h("label", { class: "toggle" }, live, "Live refresh")),
     h("div", { class: "card" }, h("div", { class: "filters" },
-      h("label", {}, "Deployment", depSelect), h("label", {}, "Tags", tagInput),
+      h("label", {}, "Flow", flowInput), h("label", {}, "Deployment", depSelect), h("label", {}, "Tags", tagInput),
       h("label", {}, "Created", windowSelect)), h("div", { style: { marginTop: "10px" } }, chips)));
   const results = h("div", { class: "card" });
   view.append(results);
@@ -74,6 +80,7 @@ export async function render(view, ctx, query) {
     const b = { limit: PAGE_SIZE };
     if (filters.states.size) b.state_types = [...filters.states];
     if (filters.deployment) b.deployment_id = filters.deployment;
+    if (filters.flow) b.flow_name = filters.flow;
     const tags = filters.tags.split(",").map((t) => t.trim()).filter(Boolean);
     if (tags.length) b.tags = tags;
     if (filters.hours) b.created_after = new Date(Date.now() - Number(filters.hours) * 3600e3).toISOString();
@@ -84,6 +91,7 @@ export async function render(view, ctx, query) {
     const q = new URLSearchParams();
     if (filters.states.size) q.set("state", [...filters.states].join(","));
     if (filters.deployment) q.set("deployment", filters.deployment);
+    if (filters.flow) q.set("flow", filters.flow);
     if (filters.tags) q.set("tag", filters.tags);
     if (filters.hours) q.set("hours", filters.hours);
     setQuery("/runs", q);
@@ -140,7 +148,7 @@ export function table(runs, deployments) {
       const dep = r.deployment_id && deployments ? deployments.get(r.deployment_id) : null;
       return h("tr", { "data-run-id": r.id },
         h("td", {}, h("a", { href: `#/runs/${encodeURIComponent(r.id)}` }, r.name)),
-        h("td", {}, r.flow_name),
+        h("td", {}, h("a", { href: `#/runs?flow=${encodeURIComponent(r.flow_name)}`, class: "plain" }, r.flow_name)),
         h("td", {}, r.deployment_id ? h("a", { href: `#/deployments/${encodeURIComponent(r.deployment_id)}` },
           dep ? dep.name : r.deployment_id.slice(0, 8)) : h("span", { class: "muted" }, "—")),
         h("td", {}, stateBadge(r.state)),
