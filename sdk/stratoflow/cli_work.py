@@ -56,21 +56,25 @@ def watch_flow_run(flow_run_id: str, *, timeout: float | None = None, json_lines
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:
         run = client.read_flow_run(flow_run_id)
+        # States and logs in one timeline, in the order they happened.
+        events: list[tuple[datetime, str]] = []
         for state in run.state_history[seen_states:]:
             if json_lines:
-                print(json.dumps({"state": state.model_dump(mode="json")}))
+                line = json.dumps({"state": state.model_dump(mode="json")})
             else:
                 stamp = state.timestamp.astimezone().strftime("%H:%M:%S.%f")[:-3]
-                print(f"{stamp} | STATE   | {_colour(state.name, state.type.value)}"
-                      + (f" - {state.message}" if state.message else ""))
+                line = (f"{stamp} | STATE   | {_colour(state.name, state.type.value)}"
+                        + (f" - {state.message}" if state.message else ""))
+            events.append((state.timestamp, line))
         seen_states = len(run.state_history)
         while True:
             page = client.read_logs(flow_run_id, cursor=cursor, limit=1000)
-            for log in page.logs:
-                print(log.model_dump_json() if json_lines else _format_log(log))
+            events += [(log.timestamp, log.model_dump_json() if json_lines else _format_log(log)) for log in page.logs]
             cursor = page.next_cursor or cursor
             if not page.logs:
                 break
+        for _, line in sorted(events, key=lambda e: e[0]):
+            print(line)
         sys.stdout.flush()
         final = run.state is not None and run.state.is_final()
         if final:

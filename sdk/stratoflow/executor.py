@@ -106,8 +106,13 @@ class Heartbeat:
         self._thread.join(timeout=5)
 
 
+def executor_identity_of(pid: int) -> str:
+    return f"{socket.gethostname()}:{pid}"
+
+
 def executor_identity() -> str:
-    return os.environ.get("AWS_LAMBDA_LOG_STREAM_NAME") or f"{socket.gethostname()}:{os.getpid()}"
+    """Who runs the flow: the Lambda environment's log stream, or host:pid."""
+    return os.environ.get("AWS_LAMBDA_LOG_STREAM_NAME") or executor_identity_of(os.getpid())
 
 
 def parse_message(body: str) -> RunMessage:

@@ -24,11 +24,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from stratoflow.exceptions import StratoflowError
+from stratoflow.exceptions import ObjectNotFound, StratoflowError
 from stratoflow.models import FlowRun, WorkPoolType
 from stratoflow.orchestration import RunKind
 from stratoflow.settings import Settings, get_settings
-from stratoflow.states import Scheduled
+from stratoflow.states import Scheduled, StateType
 from stratoflow.workpools.messages import RunMessage
 from stratoflow.workpools.sqs import QueueTarget, ReceivedMessage, SqsQueues
 
@@ -80,7 +80,7 @@ class Worker:
             if unknown:
                 raise StratoflowError(f"work pool {self.pool!r} has no queue {sorted(unknown)[0]!r}")
             queues = [q for q in queues if q.name in self.queue_names]
-        return [QueueTarget(q.queue_url, self.sqs.queue_arn(q.queue_url), self.pool, q.name, q.priority)
+        return [QueueTarget(q.queue_url, self.sqs.arn_of(q.queue_url), self.pool, q.name, q.priority)
                 for q in queues if q.queue_url and not q.paused]
 
     def check_pool(self) -> None:
@@ -173,7 +173,12 @@ class Worker:
         self.jobs.clear()
 
     def release(self, job: _Job) -> None:
-        """Stop the child and hand its run back: Scheduled (forced) and its message visible again."""
+        """Stop the child and hand its run back: Scheduled (forced) and its message visible again.
+
+        Only a run this child holds (its heartbeat names the child) is forced back; a child that
+        had not claimed its run yet just returns the message, and one whose run is held by
+        someone else (a duplicate delivery) or finished drops it."""
+        from stratoflow.executor import HEARTBEAT, executor_identity_of
         from stratoflow.services import set_run_state
         from stratoflow.storage import get_server_store
 
@@ -184,12 +189,29 @@ class Worker:
             job.process.kill()
             job.process.wait()
         store = get_server_store()
-        run = store.read_run(RunKind.FLOW, job.flow_run_id)
+        url, receipt = job.message.target.url, job.message.receipt_handle
+        try:
+            run = store.read_run(RunKind.FLOW, job.flow_run_id)
+        except ObjectNotFound:
+            self.sqs.delete(url, receipt)
+            return
         assert isinstance(run, FlowRun)
-        if run.state is not None and not run.state.is_final():
-            set_run_state(store, RunKind.FLOW, run, Scheduled(
-                message="released by a worker that shut down; it runs again from the start"), force=True)
-        self.sqs.change_visibility(job.message.target.url, job.message.receipt_handle, 0)
+        if run.state is None or run.state.type == StateType.SCHEDULED:
+            self.sqs.change_visibility(url, receipt, 0)
+            return
+        if run.state.is_final():
+            self.sqs.delete(url, receipt)
+            return
+        try:
+            holder = store.get_object(HEARTBEAT, run.id).doc.get("executor")
+        except ObjectNotFound:
+            holder = None
+        if holder != executor_identity_of(job.process.pid):
+            self.sqs.delete(url, receipt)  # a duplicate: the run is someone else's
+            return
+        set_run_state(store, RunKind.FLOW, run, Scheduled(
+            message="released by a worker that shut down; it runs again from the start"), force=True)
+        self.sqs.change_visibility(url, receipt, 0)
         self.released.append(job.flow_run_id)
         logger.warning("released flow run %s at shutdown", job.flow_run_id)
 

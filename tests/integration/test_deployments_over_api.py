@@ -160,7 +160,7 @@ def test_a_worker_runs_process_pool_runs_and_releases_them_on_sigterm(over_api: 
         slow = run_deployment(name, parameters={"words": ["s"], "marker": str(tmp_path / "slow"), "hold": 60},
                               timeout=0)
         deadline = time.monotonic() + 30
-        while client.read_flow_run(slow.id).state_type != StateType.RUNNING and time.monotonic() < deadline:
+        while not (tmp_path / "slow").exists() and time.monotonic() < deadline:  # the flow body has started
             time.sleep(0.1)
         assert client.read_flow_run(slow.id).state_type == StateType.RUNNING
         worker.send_signal(signal.SIGTERM)

@@ -115,7 +115,9 @@ def _resolve(flow_or_entrypoint: Flow[..., Any] | str, source_dir: Path | str | 
         root = Path(source_dir).resolve() if source_dir is not None else path.resolve().parent
     else:
         root = Path(source_dir).resolve() if source_dir is not None else Path.cwd()
-        path = root / path
+        # Relative to the source directory (as in stratoflow.yaml), else to the current
+        # directory (as a path typed on the command line beside --source-dir).
+        path = root / path if (root / path).is_file() or not (Path.cwd() / path).is_file() else Path.cwd() / path
     path = path.resolve()
     if not path.is_file():
         raise DeploymentError(f"entrypoint file {path} does not exist")

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import io
 import json
 import os
 import secrets
@@ -321,21 +322,72 @@ class _TrackedThreadingMixIn(socketserver.ThreadingMixIn):
 
 
 class _OneAtATime:
-    """WSGI middleware: one request at a time into moto (see the module docstring)."""
+    """WSGI middleware: one request at a time into moto (see the module docstring).
+
+    SQS long polls (``ReceiveMessage`` with ``WaitTimeSeconds``) are the exception: moto waits
+    inside the request, which under the lock would stall every other request for up to 20 s.
+    They are answered here by short polls (under the lock) with pauses between them (outside
+    it), until a message arrives or the wait is over, as SQS's long polling behaves.
+    """
+
+    POLL_PAUSE = 0.05
 
     def __init__(self, app: Callable[..., Any]) -> None:
         self.app = app
         self.lock = threading.Lock()
 
-    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+    def _call(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> bytes:
         with self.lock:
             result = self.app(environ, start_response)
             try:
-                return [b"".join(result)]
+                return b"".join(result)
             finally:
                 close = getattr(result, "close", None)
                 if close is not None:
                     close()
+
+    @staticmethod
+    def _long_poll(environ: dict[str, Any]) -> tuple[float, bytes] | None:
+        """(wait seconds, the request body asking for no wait) for an SQS JSON long poll."""
+        if environ.get("HTTP_X_AMZ_TARGET") != "AmazonSQS.ReceiveMessage":
+            return None
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        raw = environ["wsgi.input"].read(length) if length else b""
+        try:
+            request = json.loads(raw or b"{}")
+            wait = float(request.get("WaitTimeSeconds") or 0)
+        except (ValueError, TypeError, AttributeError):
+            wait = 0.0
+            request = None
+        if request is None or wait <= 0:
+            environ["wsgi.input"] = io.BytesIO(raw)
+            return (0.0, raw) if raw else None
+        request["WaitTimeSeconds"] = 0
+        return wait, json.dumps(request).encode()
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        poll = self._long_poll(environ)
+        if poll is None or poll[0] <= 0:
+            return [self._call(environ, start_response)]
+        wait, body = poll
+        deadline = time.monotonic() + wait
+        captured: list[Any] = []
+
+        def capture(status: str, headers: Any, exc_info: Any = None) -> None:
+            captured[:] = [status, headers]
+
+        while True:
+            environ["wsgi.input"] = io.BytesIO(body)
+            environ["CONTENT_LENGTH"] = str(len(body))
+            answer = self._call(environ, capture)
+            try:
+                got_messages = not str(captured[0]).startswith("200") or bool(json.loads(answer).get("Messages"))
+            except (ValueError, AttributeError):
+                got_messages = True  # not what a poll answers: hand it over as it is
+            if got_messages or time.monotonic() + self.POLL_PAUSE >= deadline:
+                start_response(captured[0], captured[1])
+                return [answer]
+            time.sleep(self.POLL_PAUSE)
 
 
 class MotoServer:

@@ -56,7 +56,7 @@ def lambda_pool_targets(store_factory: Callable[[], Any], queues: SqsQueues) -> 
         for queue in ops.list_work_queues(store, pool.name):
             if queue.paused or not queue.queue_url:
                 continue
-            targets.append(QueueTarget(queue.queue_url, queues.queue_arn(queue.queue_url), pool.name, queue.name,
+            targets.append(QueueTarget(queue.queue_url, queues.arn_of(queue.queue_url), pool.name, queue.name,
                                        queue.priority))
     return targets
 
@@ -83,6 +83,8 @@ class SqsEventSource:
         self._targets: list[QueueTarget] = []
         self._targets_lock = threading.Lock()
         self._refreshed = 0.0
+        self._slots = threading.Condition()
+        self._inflight = 0
         self.invocations = 0
 
     def _current_targets(self) -> list[QueueTarget]:
@@ -95,40 +97,72 @@ class SqsEventSource:
                 self._refreshed = time.monotonic()
             return list(self._targets)
 
+    def _deliver(self, messages: list[ReceivedMessage]) -> None:
+        try:
+            result = self.invoke(sqs_event(messages, self.region))
+            self.invocations += 1
+            failed = failed_ids(result, messages)
+            for message in messages:
+                if message.message_id not in failed:
+                    self.queues.delete(message.target.url, message.receipt_handle)
+            if self.on_result is not None:
+                self.on_result(messages, result)
+        finally:
+            with self._slots:
+                self._inflight -= 1
+                self._slots.notify_all()
+
     def poll_once(self, wait_seconds: int | None = None) -> int:
-        """Receive one batch (highest priority first) and invoke the function with it; returns
-        the number of messages handled."""
+        """Receive one batch (highest priority first) and invoke the function with it, in this
+        thread; returns the number of messages handled."""
         targets = self._current_targets()
         if not targets:
-            self._stop.wait(self.wait_seconds or 0.2)
             return 0
         wait = self.wait_seconds if wait_seconds is None else wait_seconds
         messages = self.queues.receive_by_priority(targets, self.batch_size, wait)
-        if not messages:
-            return 0
-        result = self.invoke(sqs_event(messages, self.region))
-        self.invocations += 1
-        failed = failed_ids(result, messages)
-        for message in messages:
-            if message.message_id not in failed:
-                self.queues.delete(message.target.url, message.receipt_handle)
-        if self.on_result is not None:
-            self.on_result(messages, result)
+        if messages:
+            with self._slots:
+                self._inflight += 1
+            self._deliver(messages)
         return len(messages)
 
     def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.poll_once()
-            except Exception:
-                if self._stop.wait(0.5):
-                    return
+        """One poller; invocations run in up to ``concurrency`` threads (an event source mapping's
+        maximum concurrency). It long-polls only while nothing is running."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(self.concurrency, thread_name_prefix="sqs-event-source") as pool:
+            while not self._stop.is_set():
+                with self._slots:
+                    while self._inflight >= self.concurrency and not self._stop.is_set():
+                        self._slots.wait(0.2)
+                    free = self.concurrency - self._inflight
+                    busy = self._inflight > 0
+                if self._stop.is_set():
+                    break
+                try:
+                    targets = self._current_targets()
+                    if not targets:
+                        self._stop.wait(0.2)
+                        continue
+                    messages = self.queues.receive_by_priority(
+                        targets, min(free * self.batch_size, 10), 0 if busy else self.wait_seconds)
+                except Exception:
+                    self._stop.wait(0.5)
+                    continue
+                if not messages:
+                    if busy:
+                        self._stop.wait(0.05)
+                    continue
+                for i in range(0, len(messages), self.batch_size):
+                    with self._slots:
+                        self._inflight += 1
+                    pool.submit(self._deliver, messages[i:i + self.batch_size])
 
     def start(self) -> SqsEventSource:
-        for n in range(self.concurrency):
-            thread = threading.Thread(target=self._loop, name=f"sqs-event-source-{n}", daemon=True)
-            thread.start()
-            self._threads.append(thread)
+        thread = threading.Thread(target=self._loop, name="sqs-event-source", daemon=True)
+        thread.start()
+        self._threads.append(thread)
         return self
 
     def stop(self, timeout: float = 5.0) -> list[threading.Thread]:

@@ -90,6 +90,12 @@ def dispatch_run(store: Store, settings: Settings, run: FlowRun, *, at: datetime
     return Dispatched(True, "sent", math.ceil(delay), message_id)
 
 
+# Runs that entered their Scheduled state this recently are left to whoever wrote that state
+# (the API, an executor handing a retry out again): it sends them itself, and a sweep racing it
+# would only send a duplicate.
+SWEEP_GRACE = timedelta(seconds=10)
+
+
 def dispatch_due_runs(store: Store, settings: Settings, *, at: datetime | None = None,
                       limit: int = 1000) -> int:
     """Send every Scheduled run of a work pool that is due within the next 15 minutes and was
@@ -105,7 +111,7 @@ def dispatch_due_runs(store: Store, settings: Settings, *, at: datetime | None =
             limit=min(200, limit - seen), cursor=cursor))
         seen += len(runs)
         for run in runs:
-            if run.work_pool_name is None:
+            if run.work_pool_name is None or (run.state is not None and run.state.timestamp > at - SWEEP_GRACE):
                 continue
             try:
                 if dispatch_run(store, settings, run, at=at, queues=queues).sent:

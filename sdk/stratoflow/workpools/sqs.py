@@ -68,6 +68,11 @@ class SqsQueues:
                         "RedrivePolicy": redrive, "MessageRetentionPeriod": "1209600"},
         )["QueueUrl"])
 
+    def arn_of(self, url: str) -> str:
+        """The queue's ARN from its URL (``.../<account>/<name>``), without a request."""
+        account, name = url.rstrip("/").split("/")[-2:]
+        return f"arn:aws:sqs:{self.settings.region}:{account}:{name}"
+
     def queue_arn(self, url: str) -> str:
         attrs = self.client.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]
         return str(attrs["QueueArn"])
