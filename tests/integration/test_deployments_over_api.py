@@ -38,10 +38,11 @@ def shout(word: str, marker: str) -> str:
 
 @flow(log_prints=True)
 def greet(words: list[str], marker: str, hold: float = 0.0) -> str:
+    attempts = Path(marker).read_text().count("run") if Path(marker).exists() else 0
     with open(marker, "a") as fh:
         fh.write("run\\n")
     get_run_logger().info("greeting %d words", len(words))
-    end = time.monotonic() + hold
+    end = time.monotonic() + (hold if attempts == 0 else 0.0)  # only the first attempt holds
     while time.monotonic() < end:
         time.sleep(0.05)
     return " ".join(shout.map(words, marker=unmapped(marker)).result())
