@@ -65,9 +65,20 @@ def settings() -> Settings:
     return get_settings()
 
 
+@pytest.fixture(autouse=True)
+def _api_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the API does by itself (``upsert_deployment`` calls ``on_deployment_changed``) runs
+    at the simulated start (T0's minute), not at real time."""
+    monkeypatch.setattr(service, "_now", lambda: T0.replace(second=0))
+
+
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock(T0)
+def clock(monkeypatch: pytest.MonkeyPatch, _api_clock: None) -> FakeClock:
+    """The simulated time, also for what the API does by itself (``upsert_deployment`` calls
+    ``on_deployment_changed`` with the service's clock)."""
+    fake = FakeClock(T0)
+    monkeypatch.setattr(service, "_now", fake)
+    return fake
 
 
 @pytest.fixture

@@ -9,9 +9,10 @@
    (``DynamoDBStore.ensure_resources``), named as the SAM stack names them (``stratoflow-dev-*``).
 3. **The executor function** (``functions/executor/app.py``) fed from the SQS queues of every
    `lambda` work pool by a local event source mapping (``event_sources.py``: batch size 1,
-   partial batch responses, paused pools and queues skipped), and a control loop that sends
-   runs to their queues when they come due (``workpools/dispatch.py``), as the janitor does on
-   AWS.
+   partial batch responses, paused pools and queues skipped), the scheduler loop that fires
+   deployment schedules on time (``scheduler_loop.py``), and the janitor's tick every 2 seconds
+   (``janitor.py``: late runs, lost executors, cancellations, dead slots, due runs sent), as the
+   scheduled functions do on AWS.
 4. **The API function** served on localhost the way API Gateway (HTTP API, payload format 2.0,
    ``$default`` route and stage) and Lambda serve it: each HTTP request becomes the event API
    Gateway would build, the handler runs in a Lambda-like runtime (``lambda_runtime.py``:
@@ -66,7 +67,7 @@ from stratoflow.local.lambda_runtime import (
 REPO_ROOT = Path(__file__).resolve().parents[3]
 DEFAULT_HANDLER = Path("functions") / "api" / "app.py"
 EXECUTOR_HANDLER = Path("functions") / "executor" / "app.py"
-CONTROL_LOOP_INTERVAL = 1.0
+CONTROL_LOOP_INTERVAL = 2.0
 LOCAL_CREDENTIAL = "stratoflow-local"  # moto accepts any credentials; these never reach AWS
 API_ID = "stratoflowd"  # requestContext.apiId
 MAX_REQUEST_BYTES = 10 * 1024 * 1024  # API Gateway's payload limit
@@ -751,14 +752,14 @@ class DevStack:
             raise StratoflowError("the DevStack is not running")
         return self._function.invoke(event, wait_limit=self.integration_timeout)
 
-    def control_tick(self) -> int:
-        """One pass of the control loop: send runs that came due to their queues. Returns how
-        many were sent."""
+    def control_tick(self) -> dict[str, int]:
+        """One pass of the control loop: the janitor's tick (late runs, lost executors, finished
+        cancellations, dead slots, runs that came due sent to their queues). Returns its counts."""
+        from stratoflow.janitor import tick
         from stratoflow.settings import get_settings
         from stratoflow.storage import get_server_store
-        from stratoflow.workpools.dispatch import dispatch_due_runs
 
-        return dispatch_due_runs(get_server_store(), get_settings())
+        return tick(get_server_store(), get_settings()).counts()
 
     # -- internals --------------------------------------------------------------------------------
     def _start_executor(self) -> None:
@@ -804,12 +805,13 @@ class DevStack:
     def _control_loop(self) -> None:
         while not self._control_stop.wait(CONTROL_LOOP_INTERVAL):
             try:
-                sent = self.control_tick()
+                counts = self.control_tick()
             except Exception as exc:  # the loop must outlive a failed pass; the next one retries
-                self._log(f"control loop: {type(exc).__name__}: {exc}")
+                self._log(f"janitor: {type(exc).__name__}: {exc}")
                 continue
-            if sent:
-                self._log(f"control loop: sent {sent} due flow run(s) to their work queues")
+            done = ", ".join(f"{n} {what}" for what, n in counts.items() if n)
+            if done:
+                self._log(f"janitor: {done}")
 
     def _log_execution(self, messages: list[Any], result: InvocationResult) -> None:
         for message in messages:
