@@ -38,7 +38,7 @@ functional: venv
 	$(BIN)/pytest -q tests/functional
 
 demo: venv
-	$(BIN)/python examples/demo.py
+	$(BIN)/python examples/demo.py $(ARGS)
 
 bench: venv
 	$(BIN)/python bench/run.py

@@ -1,81 +1,175 @@
-"""`make demo`: run the examples on the embedded local cloud and show what was recorded.
+"""`make demo`: the examples deployed to the local cloud and run through it, end to end.
 
-Everything printed after the runs is read back from the (moto) DynamoDB tables through
-``get_client()``, the same way you would inspect runs of a deployed stack.
+1. starts the local cloud (`stratoflow dev`: moto, the API function, the executor function fed
+   by the work pools' SQS queues, the scheduler and the janitor) in a subprocess;
+2. creates the `default` work pool and deploys examples/stratoflow.yaml (packages to S3);
+3. triggers the ETL and the subflow/caching deployments over the API and lets the scheduler
+   fire the every-5-seconds deployment twice;
+4. prints the final states, a per-task timing table and the logs, read back over the API, and
+   the UI address; then stops the cloud (``--keep`` leaves it running until Ctrl-C).
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import shutil
+import signal
+import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
 HOME = ROOT / ".stratoflow" / "demo"
 
-# A fresh embedded cloud for every demo, before stratoflow reads its settings.
-shutil.rmtree(HOME, ignore_errors=True)
-os.environ["STRATOFLOW_HOME"] = str(HOME)
-os.environ.setdefault("STRATOFLOW_LOG_TO_CONSOLE", "false")
-os.environ.setdefault("STRATOFLOW_BACKEND", "embedded")
-sys.path.insert(0, str(ROOT / "examples"))
 
-from etl import etl  # noqa: E402
-from scheduled import quarter_hour_report  # noqa: E402
-from subflow_caching import global_report  # noqa: E402
-
-from stratoflow import get_client  # noqa: E402
-from stratoflow.cli import _colour, _duration, _run_duration, table  # noqa: E402
+def start_cloud() -> tuple[subprocess.Popen[str], dict[str, str], list[str]]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("STRATOFLOW_", "AWS_"))}
+    env.update(PYTHONUNBUFFERED="1", STRATOFLOW_HOME=str(HOME), STRATOFLOW_LOG_TO_CONSOLE="false")
+    process = subprocess.Popen([sys.executable, "-m", "stratoflow.cli", "dev", "--port", "0"], cwd=HOME, env=env,
+                               stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert process.stdout is not None
+    lines: list[str] = []
+    for line in process.stdout:
+        lines.append(line.rstrip("\n"))
+        if line.strip() == "ready":
+            break
+    else:
+        raise SystemExit("the local cloud did not start:\n" + "\n".join(lines))
+    # Keep draining its log so it never blocks on a full pipe.
+    threading.Thread(target=lambda: [lines.append(x.rstrip("\n")) for x in process.stdout or ()], daemon=True).start()
+    stack_env = {}
+    for line in lines:
+        if line.strip().startswith("export "):
+            name, _, value = line.strip()[len("export "):].partition("=")
+            stack_env[name] = value.strip("'")
+    return process, stack_env, lines
 
 
 def main() -> int:
-    started = time.perf_counter()
-    print("Stratoflow demo: embedded local cloud (moto, in-process), journal at", HOME / "embedded")
-    from stratoflow.storage import get_store
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--keep", action="store_true", help="leave the local cloud running until Ctrl-C")
+    args = parser.parse_args()
 
-    t0 = time.perf_counter()
-    get_store()  # imports moto and creates the tables and bucket on first use
-    print(f"  local cloud up in {time.perf_counter() - t0:.2f}s (tables and bucket created)")
-    runs = []
-    for label, fn in (("etl", etl), ("global-report", global_report), ("quarter-hour-report", quarter_hour_report)):
-        t0 = time.perf_counter()
-        state = fn(return_state=True)
-        print(f"  ran {label:<20} -> {_colour(state.name, state.type.value)} in {time.perf_counter() - t0:.2f}s"
-              f"  result={state.result(raise_on_failure=False)!r}")
-        runs.append(state)
+    shutil.rmtree(HOME, ignore_errors=True)
+    HOME.mkdir(parents=True)
+    started = time.perf_counter()
+    print("==> starting the local cloud (stratoflow dev)", flush=True)
+    process, stack_env, lines = start_cloud()
+    try:
+        return run_demo(stack_env, started, process, lines, keep=args.keep)
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+def run_demo(stack_env: dict[str, str], started: float, process: subprocess.Popen[str], lines: list[str], *,
+             keep: bool) -> int:
+    os.environ.update(stack_env, STRATOFLOW_HOME=str(HOME), STRATOFLOW_LOG_TO_CONSOLE="false")
+    from stratoflow import get_client, run_deployment
+    from stratoflow.cli import _colour, _duration, _format_log, _run_duration, table
+    from stratoflow.deployments import deploy_project
+
+    api = stack_env["STRATOFLOW_API_URL"]
+    print(f"    up in {time.perf_counter() - started:.1f}s: API {api}, UI {api}/ui/", flush=True)
 
     client = get_client()
-    flow_runs = sorted(client.read_flow_runs(limit=50), key=lambda r: r.created)
-    print("\nFlow runs (read back from DynamoDB)")
-    print(table(
-        [(r.flow_name, r.name, r.state_name, r.run_count, _duration(_run_duration(r)),
-          len(client.read_task_runs(r.id)), "subflow" if r.parent_flow_run_id else "") for r in flow_runs],
-        ["FLOW", "RUN", "STATE", "RUNS", "DURATION", "TASKS", ""], 2, [r.state_type for r in flow_runs],
-    ))
+    print("==> creating work pool 'default' (an SQS queue + dead-letter queue, consumed by the executor function)")
+    client.create_work_pool("default", type="lambda")
+    print("==> deploying examples/stratoflow.yaml")
+    deployments = deploy_project(EXAMPLES / "stratoflow.yaml", client=client,
+                                 progress=lambda line: print(f"    {line}", flush=True))
+    for dep in deployments:
+        schedules = ", ".join(s.schedule.type for s in dep.schedules) or "-"
+        print(f"    {dep.flow_name}/{dep.name}  v{dep.version}  pool {dep.work_pool_name}  schedules: {schedules}")
 
-    for run in flow_runs:
-        tasks = client.read_task_runs(run.id)
-        kind = "subflow run" if run.parent_flow_run_id else "flow run"
-        print(f"\nTask runs of {kind} {run.flow_name} / {run.name}")
-        print(table(
-            [(t.name, t.state_name, t.run_count, _duration(_run_duration(t)),
-              " -> ".join(s.name for s in t.state_history)) for t in tasks],
-            ["TASK RUN", "STATE", "RUNS", "DURATION", "STATE HISTORY"], 1, [t.state_type for t in tasks],
-        ))
-        print(f"\nLogs of {kind} {run.flow_name} / {run.name}")
-        for log in client.iter_logs(run.id):
-            first_line = log.message.splitlines()[0]
-            print(f"  {log.timestamp.astimezone().strftime('%H:%M:%S.%f')[:-3]}  {log.name.split('.')[-1]:<9}"
-                  f" {first_line}")
+    print("==> triggering etl/demo and global-report/demo (run_deployment: API -> SQS -> executor)", flush=True)
+    t0 = time.perf_counter()
+    runs = {}
+    threads = [threading.Thread(target=lambda n=name: runs.__setitem__(n, run_deployment(n, timeout=120)))
+               for name in ("etl/demo", "global-report/demo")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    print(f"    both finished {time.perf_counter() - t0:.1f}s after the trigger")
 
-    print("\nUI: not built yet (the UI issue adds it; `stratoflow dev` will print its address).")
-    print("CLI: .venv/bin/stratoflow flow-run ls   (with STRATOFLOW_HOME=" + str(HOME) + ")")
-    ok = all(s.is_completed() for s in runs)
-    print(f"\nDemo finished in {time.perf_counter() - started:.1f}s: "
-          f"{'all flows completed' if ok else 'some flows did not complete'}")
+    print("==> waiting for the scheduler to fire quarter-hour-report/every-5s twice", flush=True)
+    scheduled = wait_for_scheduled_runs(client, "quarter-hour-report/every-5s", count=2, timeout=60)
+    client.pause_deployment("quarter-hour-report/every-5s")
+    print("    paused it again (its unstarted runs are removed)")
+    from stratoflow.schedules.service import upcoming
+
+    slots = upcoming(client.read_deployment("quarter-hour-report/every-quarter-hour"), count=3)
+    print("    quarter-hour-report/every-quarter-hour fires next at "
+          + ", ".join(f"{when.astimezone():%H:%M}" for _, when in slots) + " (local time)")
+
+    print("\nFlow runs")
+    all_runs = [*runs.values(), *scheduled]
+    rows = []
+    for run in all_runs:
+        run = client.read_flow_run(run.id)
+        claimed = next((s.timestamp for s in run.state_history if s.name == "Pending"), None)
+        wait = (claimed - run.state_history[0].timestamp).total_seconds() if claimed else None
+        rows.append((run.flow_name, run.name, run.state_name, _duration(_run_duration(run)), _duration(wait),
+                     len(client.read_task_runs(run.id))))
+    print(table(rows, ["FLOW", "RUN", "STATE", "DURATION", "QUEUED", "TASKS"], 2,
+                [client.read_flow_run(r.id).state_type for r in all_runs]))
+
+    etl = runs["etl/demo"]
+    print(f"\nTask runs of {etl.flow_name}/{etl.name}")
+    tasks = client.read_task_runs(etl.id)
+    start = min((t.start_time for t in tasks if t.start_time), default=None)
+    task_rows = [(t.name, t.state_name, t.run_count, f"+{(t.start_time - start).total_seconds() * 1000:.0f} ms"
+                  if t.start_time and start else "-", _duration(_run_duration(t))) for t in tasks]
+    print(table(task_rows, ["TASK RUN", "STATE", "RUNS", "STARTED", "DURATION"], 1, [t.state_type for t in tasks]))
+
+    print(f"\nLogs of {etl.flow_name}/{etl.name}")
+    names = {t.id: t.name for t in tasks}
+    for log in client.iter_logs(etl.id):
+        line = _format_log(log)
+        where = names.get(log.task_run_id or "", "flow")
+        print(line.replace(" | ", f" | {where:<11} | ", 1) if " | " in line else line)
+
+    ok = all(client.read_flow_run(r.id).state_type is not None and client.read_flow_run(r.id).state_type.value
+             == "COMPLETED" for r in all_runs)
+    print(f"\n{_colour('All runs completed', 'COMPLETED') if ok else _colour('Some runs did not complete', 'FAILED')}"
+          f" ({time.perf_counter() - started:.1f}s in all).")
+    print(f"UI: {api}/ui/  (runs, timelines, logs, deployments, work pools)")
+    if keep:
+        print("The local cloud keeps running (Ctrl-C stops it). In another shell:")
+        for name, value in stack_env.items():
+            print(f"  export {name}={value}")
+        try:
+            while process.poll() is None:
+                time.sleep(1)
+        except KeyboardInterrupt:
+            pass
+    else:
+        print("The local cloud stops now; `make demo ARGS=--keep` or `stratoflow dev` keeps one running.")
+    if not ok:
+        print("\n".join(lines[-40:]), file=sys.stderr)
     return 0 if ok else 1
+
+
+def wait_for_scheduled_runs(client: object, name: str, count: int, timeout: float) -> list[object]:
+    from stratoflow.states import StateType
+
+    dep = client.read_deployment(name)  # type: ignore[attr-defined]
+    deadline = time.monotonic() + timeout
+    while True:
+        runs = client.read_flow_runs(deployment_id=dep.id, limit=50)  # type: ignore[attr-defined]
+        done = [r for r in runs if r.state_type == StateType.COMPLETED]
+        if len(done) >= count or time.monotonic() > deadline:
+            return sorted(done, key=lambda r: r.created)[:count]
+        time.sleep(0.5)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
-"""A small report meant to run on a schedule (cron "*/15 * * * *"). Until schedules are
-deployed, the demo runs it directly."""
+"""A small report meant to run on a schedule: every 15 minutes (cron "*/15 * * * *") in
+examples/stratoflow.yaml, and every 5 seconds in the demo's copy of it."""
 
 from __future__ import annotations
 
