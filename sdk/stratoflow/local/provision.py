@@ -466,13 +466,19 @@ class _Provisioner:
 
     def make_scheduler_schedulegroup(self, logical_id: str, props: dict[str, Any]) -> _Made:
         name = props.get("Name") or logical_id
-        action = "created"
+        client = _aws.client("scheduler", self.settings)
+        action = "existing"
         try:
-            _aws.client("scheduler", self.settings).create_schedule_group(Name=name)
+            client.get_schedule_group(Name=name)
         except Exception as exc:
-            if _error_code(exc) != "ConflictException":
+            if _error_code(exc) != "ResourceNotFoundException":
                 raise
-            action = "existing"
+            action = "created"
+            try:
+                client.create_schedule_group(Name=name)
+            except Exception as exc:
+                if _error_code(exc) != "ConflictException":
+                    raise
         arn = f"arn:{PARTITION}:scheduler:{self.region}:{LOCAL_ACCOUNT}:schedule-group/{name}"
         return _Made(name, {"Arn": arn}, action)
 
@@ -486,13 +492,19 @@ class _Provisioner:
             if "MaximumWindowInMinutes" in window:
                 window["MaximumWindowInMinutes"] = int(window["MaximumWindowInMinutes"])
             args["FlexibleTimeWindow"] = window
-        action = "created"
+        client = _aws.client("scheduler", self.settings)
+        action = "existing"
         try:
-            _aws.client("scheduler", self.settings).create_schedule(Name=name, GroupName=group, **args)
+            client.get_schedule(Name=name, GroupName=group)
         except Exception as exc:
-            if _error_code(exc) != "ConflictException":
+            if _error_code(exc) != "ResourceNotFoundException":
                 raise
-            action = "existing"
+            action = "created"
+            try:
+                client.create_schedule(Name=name, GroupName=group, **args)
+            except Exception as exc:
+                if _error_code(exc) != "ConflictException":
+                    raise
         arn = f"arn:{PARTITION}:scheduler:{self.region}:{LOCAL_ACCOUNT}:schedule/{group}/{name}"
         return _Made(name, {"Arn": arn}, action)
 
