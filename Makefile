@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_WORKERS ?= 2
 
-.PHONY: venv test lint typecheck unit functional demo bench bench-quick clean
+.PHONY: venv test lint typecheck check unit functional demo bench bench-quick clean
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "Python 3.11+ is required (python3.11 or newer on PATH)"; exit 1; }
@@ -27,9 +27,31 @@ typecheck: venv
 
 # All tiers, then the engine's functional tests again through the API of a `stratoflow dev`
 # stack (STRATOFLOW_TEST_BACKEND=api, see tests/conftest.py): the same suite in both modes.
-test: venv lint typecheck
+test: venv lint typecheck check
 	$(BIN)/pytest -q -n $(PYTEST_WORKERS) tests
 	STRATOFLOW_TEST_BACKEND=api $(BIN)/pytest -q -n $(PYTEST_WORKERS) tests/functional/test_flows.py tests/functional/test_tasks.py
+
+# The infrastructure, offline: cfn-lint on template.yaml (the venv's, from the dev extras), then
+# `sam build` of every function and the SDK layer (pip only, no Docker; needs python3.13, the
+# functions' runtime, which it looks for on PATH and in pyenv). aws-sam-cli lives in its own
+# virtualenv (infra/requirements-sam.txt says why).
+SAM_VENV := .aws-sam/tools
+SAM_STAMP := $(SAM_VENV)/.installed
+PY313_DIR = $(shell for p in $$(which -a python3.13 2>/dev/null) $$(ls -d $$HOME/.pyenv/versions/3.13*/bin/python3.13 2>/dev/null); do \
+	$$p -c 'import sys; sys.exit(sys.version_info[:2] != (3, 13))' 2>/dev/null && { dirname $$p; break; }; done)
+
+$(SAM_STAMP): infra/requirements-sam.txt
+	@test -n "$(PYTHON)" || { echo "Python 3.11+ is required"; exit 1; }
+	@echo "==> creating $(SAM_VENV) (aws-sam-cli)"
+	@test -x $(SAM_VENV)/bin/python || $(PYTHON) -m venv $(SAM_VENV)
+	@$(SAM_VENV)/bin/python -m pip install -q --disable-pip-version-check -r infra/requirements-sam.txt
+	@touch $(SAM_STAMP)
+
+check: venv $(SAM_STAMP)
+	$(BIN)/cfn-lint template.yaml
+	@test -n "$(PY313_DIR)" || { echo "sam build needs python3.13 (the functions' runtime) on PATH"; exit 1; }
+	PATH="$(PY313_DIR):$$PATH" SAM_CLI_TELEMETRY=0 $(SAM_VENV)/bin/sam build --template template.yaml \
+		--build-dir .aws-sam/build --cached --cache-dir .aws-sam/cache
 
 unit: venv
 	$(BIN)/pytest -q tests/unit
