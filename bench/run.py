@@ -1,12 +1,17 @@
 #!/usr/bin/env python3
 """Benchmark Stratoflow beside Prefect 3 and DBOS Transact in one run.
 
-    python bench/run.py [--quick] [--only stratoflow,prefect,dbos] [--skip-setup]
+    python bench/run.py [--quick] [--only stratoflow,prefect,dbos] [--skip-setup] [--skip-deployments]
 
 Installs the peers into bench/.venvs/ (bench/setup_peers.sh, idempotent), runs each system's
 script as a subprocess (Stratoflow with this interpreter, each peer with its own venv's
 python), prints a table of start-up, per-task and per-flow-run overhead with
 "Stratoflow vs X" ratios, and writes everything to bench/results/latest.json.
+
+Then the deployment benchmarks, each a script of its own run with this interpreter:
+deployment_throughput.py (empty deployment runs, trigger to Completed, on the local cloud beside
+Prefect's flow.serve) and scheduling_delay.py (slot time to Running for an every-second schedule);
+their documents go under "deployments" in latest.json and their markdown is printed.
 
 A peer that cannot be installed or run is reported as unavailable; the run goes on.
 Exit status is non-zero only when Stratoflow itself (if selected) fails.
@@ -33,6 +38,10 @@ SYSTEMS = ("stratoflow", "prefect", "dbos")
 PEERS = ("prefect", "dbos")
 QUICK = {"tasks": 100, "flow_runs": 10}
 FULL = {"tasks": 1000, "flow_runs": 50}
+# Deployment runs per system in deployment_throughput.py (Prefect's flow.serve manages about
+# 0.1-0.2 runs/s on the 2-core bench machine, so it gets fewer by default).
+DEPLOYMENT_RUNS = {"quick": (100, 10), "full": (500, 40)}
+DEPLOYMENT_SCRIPTS = ("deployment_throughput.py", "scheduling_delay.py")
 
 
 def script_for(system: str) -> Path:
@@ -127,6 +136,48 @@ def run_system(
 
 
 FSYNC_LABEL = " (fsync each write)"
+
+
+def run_deployment_benchmarks(args: argparse.Namespace, only: list[str]) -> dict[str, Any]:
+    """deployment_throughput.py then scheduling_delay.py; {script stem: its JSON document or an error}."""
+    runs, prefect_runs = DEPLOYMENT_RUNS["quick" if args.quick else "full"]
+    runs = args.deployment_runs or runs
+    prefect_runs = args.prefect_deployment_runs or prefect_runs
+    systems = ",".join(s for s in ("stratoflow", "prefect") if s in only) or "stratoflow"
+    commands = {
+        "deployment_throughput": ["--only", systems, "--runs", str(runs), "--prefect-runs", str(prefect_runs)],
+        "scheduling_delay": ["--slots", "10" if args.quick else "30"],
+    }
+    out: dict[str, Any] = {}
+    for script in DEPLOYMENT_SCRIPTS:
+        stem = script.removesuffix(".py")
+        cmd = [sys.executable, str(BENCH / script), *commands[stem]]
+        print(f"== running {' '.join(cmd)}", flush=True)
+        t0 = time.perf_counter()
+        try:
+            proc = subprocess.run(cmd, env=child_env("stratoflow"), capture_output=True, text=True,
+                                  timeout=args.timeout * 2, cwd=str(BENCH.parent))
+        except subprocess.TimeoutExpired:
+            out[stem] = {"status": "failed", "error": f"timed out after {args.timeout * 2:.0f}s"}
+            continue
+        (RESULTS / f"{stem}.log").write_text(proc.stderr)
+        doc = None
+        for line in reversed(proc.stdout.strip().splitlines()):
+            if line.strip().startswith("{"):
+                try:
+                    doc = json.loads(line)
+                    break
+                except json.JSONDecodeError:
+                    continue
+        if doc is None:
+            out[stem] = {"status": "failed",
+                         "error": f"exit code {proc.returncode}; last stderr lines:\n{tail(proc.stderr) or '(empty)'}"}
+            print(f"!! {stem} failed: {out[stem]['error']}", flush=True)
+            continue
+        doc["process_wall_s"] = round(time.perf_counter() - t0, 1)
+        out[stem] = doc
+        print(doc.get("markdown", ""), flush=True)
+    return out
 
 
 def run_repeated(
@@ -312,6 +363,14 @@ def main(argv: list[str] | None = None) -> int:
         "--repeat", type=int, default=1, help="run each system this many times and report the median of each number"
     )
     p.add_argument("--timeout", type=float, default=1800.0, help="per-system time limit in seconds")
+    p.add_argument("--skip-deployments", action="store_true",
+                   help="don't run deployment_throughput.py and scheduling_delay.py")
+    p.add_argument("--deployment-runs", type=int,
+                   help=f"Stratoflow deployment runs (default {DEPLOYMENT_RUNS['full'][0]}, quick "
+                        f"{DEPLOYMENT_RUNS['quick'][0]})")
+    p.add_argument("--prefect-deployment-runs", type=int,
+                   help=f"Prefect deployment runs (default {DEPLOYMENT_RUNS['full'][1]}, quick "
+                        f"{DEPLOYMENT_RUNS['quick'][1]})")
     p.add_argument("--output", type=Path, default=RESULTS / "latest.json", help="where to write the JSON results")
     args = p.parse_args(argv)
 
@@ -354,6 +413,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = flatten(raw)
     ratios = compute_ratios(rows)
     report(rows, ratios, sizes["tasks"], sizes["flow_runs"])
+    deployments = {} if args.skip_deployments or "stratoflow" not in only else run_deployment_benchmarks(args, only)
 
     doc = {
         "started_at": started.isoformat(timespec="seconds"),
@@ -369,6 +429,7 @@ def main(argv: list[str] | None = None) -> int:
         },
         "results": rows,
         "ratios": ratios,
+        "deployments": deployments,
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(doc, indent=2) + "\n")

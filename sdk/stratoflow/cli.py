@@ -467,8 +467,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_task_run_ls)
 
     dp, wp = _add_object_commands(sub, fr)
-    from stratoflow import cli_deploy, cli_schedules, cli_ui, cli_work
+    from stratoflow import cli_config, cli_deploy, cli_schedules, cli_ui, cli_work
 
+    cli_config.register(sub)
     cli_work.register(sub, dp, wp)
     cli_deploy.register(sub)
     cli_ui.register(sub)

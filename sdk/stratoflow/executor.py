@@ -17,21 +17,23 @@ One message, one run:
 from __future__ import annotations
 
 import os
+import random
 import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
+from stratoflow import concurrency
 from stratoflow.exceptions import ObjectNotFound, StratoflowError
 from stratoflow.models import Deployment, FlowRun
 from stratoflow.orchestration import RunKind
 from stratoflow.services import set_run_state
-from stratoflow.states import Failed, StateType, now
+from stratoflow.states import AwaitingConcurrencySlot, Failed, StateType, now
 from stratoflow.workpools.messages import RunMessage
 
 if TYPE_CHECKING:
@@ -40,6 +42,8 @@ if TYPE_CHECKING:
     from stratoflow.storage.base import Store
 
 HEARTBEAT = "heartbeat"
+# A run finding its concurrency limit full is sent again after 1-2 times this (jittered).
+SLOT_RECHECK_SECONDS = 1.0
 _flows: dict[tuple[str, str], Flow[..., Any]] = {}
 _flows_lock = threading.Lock()
 
@@ -159,6 +163,41 @@ def _paused(store: Store, run: FlowRun, message: RunMessage) -> str | None:
     return None
 
 
+def flow_run_limits(store: Store, run: FlowRun, deployment: Deployment) -> list[concurrency.Limit]:
+    """The concurrency limits a run of ``deployment`` takes a slot of: its deployment's, its work
+    queue's and its work pool's, where set."""
+    from stratoflow.api.operations import read_work_pool, read_work_queue
+
+    limits = []
+    if deployment.concurrency_limit is not None:
+        limits.append(concurrency.deployment_limit(deployment.id, deployment.concurrency_limit))
+    if run.work_pool_name:
+        try:
+            pool = read_work_pool(store, run.work_pool_name)
+            queue = read_work_queue(store, run.work_pool_name, run.work_queue_name or "default")
+        except ObjectNotFound:
+            return limits
+        if queue.concurrency_limit is not None:
+            limits.append(concurrency.queue_limit(pool.name, queue.name, queue.concurrency_limit))
+        if pool.concurrency_limit is not None:
+            limits.append(concurrency.pool_limit(pool.name, pool.concurrency_limit))
+    return limits
+
+
+def _wait_for_slot(store: Store, settings: Settings, run: FlowRun, full: concurrency.Limit) -> MessageResult:
+    """The limit is full: the run waits as AwaitingConcurrencySlot and is sent again shortly."""
+    from stratoflow.workpools.dispatch import dispatch_run
+
+    when = now() + timedelta(seconds=SLOT_RECHECK_SECONDS * (1 + random.random()))
+    result, after = set_run_state(store, RunKind.FLOW, run, AwaitingConcurrencySlot(
+        scheduled_time=when, message=f"the concurrency limit {full.label} ({full.size}) is full"))
+    assert isinstance(after, FlowRun)
+    if after.state is not None and after.state.type == StateType.SCHEDULED:
+        dispatch_run(store, settings, after, force=True)
+        return MessageResult(Outcome.REQUEUED, run.id, after.state_name, after.state.message, when)
+    return MessageResult(Outcome.DUPLICATE, run.id, after.state_name, result.reason)
+
+
 def handle_message(
     body: str,
     *,
@@ -187,7 +226,8 @@ def handle_message(
     try:
         if run.deployment_id is None:
             raise StratoflowError("the run has no deployment: nothing says which code to run")
-        flow = load_flow(store, settings, read_deployment(store, run.deployment_id))
+        deployment = read_deployment(store, run.deployment_id)
+        flow = load_flow(store, settings, deployment)
     except Exception as exc:
         # One delivery records the failure (conditional from Scheduled); duplicates see it done.
         result, after = set_run_state(store, RunKind.FLOW, run, Failed(
@@ -196,12 +236,19 @@ def handle_message(
             else Outcome.DUPLICATE
         return MessageResult(outcome, run.id, after.state_name, str(exc))
 
+    limits = flow_run_limits(store, run, deployment)
+    full = concurrency.acquire_all(store, limits, run.id)
+    if full is not None:
+        return _wait_for_slot(store, settings, run, full)
     deadline = None
     if remaining_seconds is not None:
         deadline = max(remaining_seconds() - settings.executor_deadline_margin, 0.0)
-    with Heartbeat(store, run.id, settings.heartbeat_interval, executor_identity()):
-        execution = execute_flow_run(flow, run, store=store, settings=settings, deadline_seconds=deadline,
-                                     inline_retry_max=settings.inline_retry_max)
+    try:
+        with Heartbeat(store, run.id, settings.heartbeat_interval, executor_identity()):
+            execution = execute_flow_run(flow, run, store=store, settings=settings, deadline_seconds=deadline,
+                                         inline_retry_max=settings.inline_retry_max)
+    finally:
+        concurrency.release_all(store, limits, run.id)
     state_name = execution.state.name if execution.state is not None else None
     if execution.run_again_at is not None and execution.run.state is not None \
             and execution.run.state.type == StateType.SCHEDULED:

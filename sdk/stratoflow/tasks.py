@@ -483,6 +483,45 @@ def run_task(
     persist = task.persist_result if task.persist_result is not None else (
         settings.persist_results or cache_key is not None)
 
+    # Tags with a concurrency limit: wait (Pending) for a slot of each; given back however it ends.
+    slots = _take_tag_slots(store, run.tags, run.id, logger) if run.tags else False
+    try:
+        final = _run_attempts(task, recorder, parent_state, resolved, task_ctx, store, settings, persist, cache_key,
+                              logger, flow_ctx, name)
+    finally:
+        if slots:
+            store.release_tag_slots(run.tags, run.id)
+    recorder.flush()
+    if final.is_completed():
+        logger.info("Finished in state %r", final)
+        _run_hooks(task.on_completion_hooks, task, recorder.run, final, logger)
+    else:
+        logger.error("Finished in state %r", final)
+        if final.type in (StateType.FAILED, StateType.CRASHED):
+            _run_hooks(task.on_failure_hooks, task, recorder.run, final, logger)
+    return final
+
+
+def _take_tag_slots(store: Store, tags: list[str], holder: str, logger: Any) -> bool:
+    """Block until a slot of every limited tag is held (polling with backoff up to 2 s); True
+    when slots are held (the caller gives them back)."""
+    delay = 0.05
+    waited = False
+    while True:
+        full = store.acquire_tag_slots(tags, holder)
+        if full is None:
+            return True
+        if not waited:
+            logger.info("Waiting for a concurrency slot of tag %r", full)
+            waited = True
+        time.sleep(delay)
+        delay = min(delay * 2, 2.0)
+
+
+def _run_attempts(task: Task[..., Any], recorder: TaskRunRecorder, parent_state: Callable[[], State | None],
+                  resolved: dict[str, Any], task_ctx: TaskRunContext, store: Store, settings: Any, persist: bool,
+                  cache_key: str | None, logger: Any, flow_ctx: FlowRunContext | None, name: str) -> State:
+    """Propose Running and execute until a final state, waiting out retries."""
     proposal: State = Running(cache_key=cache_key)
     final: State | None = None
     while final is None:
@@ -520,14 +559,6 @@ def run_task(
             proposal = Retrying(cache_key=cache_key)
             continue
         final = outcome if outcome.id != attempt_state.id else attempt_state
-    recorder.flush()
-    if final.is_completed():
-        logger.info("Finished in state %r", final)
-        _run_hooks(task.on_completion_hooks, task, recorder.run, final, logger)
-    else:
-        logger.error("Finished in state %r", final)
-        if final.type in (StateType.FAILED, StateType.CRASHED):
-            _run_hooks(task.on_failure_hooks, task, recorder.run, final, logger)
     return final
 
 

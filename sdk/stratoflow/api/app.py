@@ -363,6 +363,8 @@ def _register_object_routes(app: Any, responses: Any, count: Any) -> None:
         DeploymentCreate,
         DeploymentFilter,
         DeploymentRunCreate,
+        SlotsAnswer,
+        SlotsRequest,
         TaskRunFilter,
         WorkPoolCreate,
         WorkQueueCreate,
@@ -547,6 +549,21 @@ def _register_object_routes(app: Any, responses: Any, count: Any) -> None:
     def upsert_concurrency_limit(body: ConcurrencyLimitCreate) -> Response[ConcurrencyLimit]:
         limit, created = ops.upsert_concurrency_limit(get_store(), body)
         return Response(status_code=201 if created else 200, content_type=JSON, body=limit)
+
+    @app.post("/concurrency_limits/increment", tags=["concurrency limits"],
+              summary="Take a slot of every tag's limit for a task run, or none",
+              description="Atomic per limit (conditional writes); taking again with the same holder is a no-op. "
+                          "`acquired` false names the first full tag and takes nothing.",
+              responses=responses(200, SlotsAnswer, "taken or refused", 400, 413, 415))
+    def increment_slots(body: SlotsRequest) -> SlotsAnswer:
+        full = get_store().acquire_tag_slots(body.tags, body.holder)
+        return SlotsAnswer(acquired=full is None, full=full)
+
+    @app.post("/concurrency_limits/decrement", tags=["concurrency limits"],
+              summary="Give back a task run's slots", responses=responses(200, SlotsAnswer, "given back", 400))
+    def decrement_slots(body: SlotsRequest) -> SlotsAnswer:
+        get_store().release_tag_slots(body.tags, body.holder)
+        return SlotsAnswer(acquired=False)
 
     @app.get("/concurrency_limits", tags=["concurrency limits"], summary="Concurrency limits, by tag",
              responses=responses(200, list[ConcurrencyLimit], "limits"))

@@ -226,5 +226,17 @@ class ConcurrencyLimitCreate(_Body):
     limit: int = Field(ge=0, description="task runs with this tag that may run at once (0 blocks them)")
 
 
+class SlotsRequest(_Body):
+    """Take (increment) or give back (decrement) a slot of each tag's limit for ``holder``."""
+
+    tags: list[Name] = Field(min_length=1, max_length=50)
+    holder: Name = Field(description="the task run that holds the slots")
+
+
+class SlotsAnswer(BaseModel):
+    acquired: bool
+    full: str | None = Field(default=None, description="the first tag whose limit is full (nothing was taken)")
+
+
 class Deleted(BaseModel):
     deleted: str

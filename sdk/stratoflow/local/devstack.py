@@ -629,6 +629,7 @@ class DevStack:
         self._control: threading.Thread | None = None
         self._control_stop = threading.Event()
         self._scheduler: Any = None
+        self.provisioned: Any = None
         self._explicit_handler = bool(handler)
         self._log_lock = threading.Lock()
         self._moto: MotoServer | None = None
@@ -857,11 +858,19 @@ class DevStack:
         _aws.clear_clients()
 
     def _provision(self) -> None:
+        """The stack's resources from template.yaml (one topology with the deployed stack); a
+        package installed without the template provisions what the code needs directly."""
+        from stratoflow.local.provision import default_template_path, provision_from_template
         from stratoflow.settings import Settings
         from stratoflow.storage.dynamodb import DynamoDBStore
 
         settings = Settings(backend="aws", aws_endpoint_url=self.urls.moto, table_prefix=self.table_prefix,
                             bucket=self.bucket, region=self.region)
+        template = default_template_path()
+        if template is not None:
+            self.provisioned = provision_from_template(settings, template)
+            return
+        self._log("no template.yaml to provision from (an installed package); creating the tables and bucket")
         store = DynamoDBStore(settings)
         try:
             store.ensure_resources()

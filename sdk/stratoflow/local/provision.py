@@ -434,9 +434,16 @@ class _Provisioner:
             client.put_bucket_tagging(Bucket=name, Tagging={"TagSet": props["Tags"]})
 
     def make_s3_bucketpolicy(self, logical_id: str, props: dict[str, Any]) -> _Made:
+        """The policy without its TLS-only statements: the local endpoint is plain HTTP, and moto
+        enforces a deny on ``aws:SecureTransport`` false, which would refuse every request."""
         bucket = props["Bucket"]
-        _aws.client("s3", self.settings).put_bucket_policy(Bucket=bucket, Policy=json.dumps(props["PolicyDocument"]))
-        return _Made(bucket, {}, "created")
+        document = dict(props["PolicyDocument"])
+        statements = [st for st in document.get("Statement", []) if "aws:SecureTransport" not in json.dumps(
+            st.get("Condition", {}))]
+        if statements:
+            document["Statement"] = statements
+            _aws.client("s3", self.settings).put_bucket_policy(Bucket=bucket, Policy=json.dumps(document))
+        return _Made(bucket, {}, "created" if statements else "skipped (TLS-only: the local endpoint is HTTP)")
 
     def make_sqs_queue(self, logical_id: str, props: dict[str, Any]) -> _Made:
         client = _aws.client("sqs", self.settings)

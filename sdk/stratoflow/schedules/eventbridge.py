@@ -125,10 +125,17 @@ class EventBridgeProvisioner:
             return
         client = self._client()
         try:
-            client.create_schedule_group(Name=self.group)
+            # Look first: moto's CreateScheduleGroup replaces an existing group (and empties it)
+            # where AWS answers ConflictException.
+            client.get_schedule_group(Name=self.group)
         except Exception as exc:
-            if _error_code(exc) != "ConflictException":
+            if _error_code(exc) != "ResourceNotFoundException":
                 raise
+            try:
+                client.create_schedule_group(Name=self.group)
+            except Exception as create_exc:
+                if _error_code(create_exc) != "ConflictException":
+                    raise
         self._group_ready = True
 
     # -- one schedule -----------------------------------------------------------------------

@@ -201,6 +201,14 @@ class ApiStore(S3Blobs, Store):
     def create_flow_run_idempotent(self, run: FlowRun, key: str) -> tuple[FlowRun, bool]:
         raise self._server_side("create_flow_run_idempotent (POST /flow_runs with an idempotency_key)")
 
+    def acquire_tag_slots(self, tags: Sequence[str], holder: str) -> str | None:
+        data = self.http.request("POST", "/concurrency_limits/increment", json_body={"tags": list(tags),
+                                                                                   "holder": holder})
+        return None if data.get("acquired") else str(data.get("full"))
+
+    def release_tag_slots(self, tags: Sequence[str], holder: str) -> None:
+        self.http.request("POST", "/concurrency_limits/decrement", json_body={"tags": list(tags), "holder": holder})
+
     # -- beyond the Store interface -----------------------------------------------------------
     def set_state(self, kind: RunKind, run_id: str, state: State, *, force: bool = False) -> dict[str, Any]:
         """``POST /<kind>_runs/<id>/set_state``: the server applies the policy. ABORT raises

@@ -106,6 +106,19 @@ class Store(ABC):
         """Remove the record; ``ObjectNotFound`` when there is none."""
         raise NotImplementedError
 
+    # -- concurrency slots of tags (see stratoflow/concurrency.py) ---------------------------------
+    def acquire_tag_slots(self, tags: Sequence[str], holder: str) -> str | None:
+        """Take a slot of every tag that has a limit, or none: returns the first full tag."""
+        from stratoflow import concurrency
+
+        full = concurrency.acquire_all(self, [concurrency.tag_limit(t) for t in tags], holder)
+        return full.key if full is not None else None
+
+    def release_tag_slots(self, tags: Sequence[str], holder: str) -> None:
+        from stratoflow import concurrency
+
+        concurrency.release_all(self, [concurrency.tag_limit(t) for t in tags], holder)
+
     # -- runs -------------------------------------------------------------------------------
     @abstractmethod
     def create_run(self, kind: RunKind, run: FlowRun | TaskRun) -> FlowRun | TaskRun:
