@@ -28,6 +28,9 @@ _EXPORTS = {
     "wait": "stratoflow.futures",
     "get_settings": "stratoflow.settings",
     "run_deployment": "stratoflow.deployments.trigger",
+    "pause_flow_run": "stratoflow.pause",
+    "suspend_flow_run": "stratoflow.pause",
+    "resume_flow_run": "stratoflow.pause",
 }
 
 if TYPE_CHECKING:
@@ -37,6 +40,7 @@ if TYPE_CHECKING:
     from stratoflow.flows import Flow, flow
     from stratoflow.futures import wait
     from stratoflow.logs import get_run_logger
+    from stratoflow.pause import pause_flow_run, resume_flow_run, suspend_flow_run
     from stratoflow.settings import get_settings
     from stratoflow.states import State, StateType
     from stratoflow.tasks import Task, exponential_backoff, task, unmapped
@@ -62,7 +66,10 @@ __all__ = [
     "get_run_context",
     "get_run_logger",
     "get_settings",
+    "pause_flow_run",
+    "resume_flow_run",
     "run_deployment",
+    "suspend_flow_run",
     "tags",
     "task",
     "unmapped",

@@ -90,6 +90,11 @@ class _StoreBackend:
 
         return ops.cancel_flow_run(self.store, flow_run_id)
 
+    def resume_flow_run(self, flow_run_id: str, run_input: dict[str, Any] | None) -> FlowRun:
+        from stratoflow.api import operations as ops
+
+        return ops.resume_flow_run(self.store, flow_run_id, run_input)
+
     def retry_flow_run(self, flow_run_id: str) -> FlowRun:
         from stratoflow.api import operations as ops
 
@@ -293,6 +298,10 @@ class _HttpBackend:
     def cancel_flow_run(self, flow_run_id: str) -> FlowRun:
         return FlowRun.model_validate(self._request("POST", f"/flow_runs/{self._q(flow_run_id)}/cancel"))
 
+    def resume_flow_run(self, flow_run_id: str, run_input: dict[str, Any] | None) -> FlowRun:
+        return FlowRun.model_validate(self._request("POST", f"/flow_runs/{self._q(flow_run_id)}/resume",
+                                                    json_body={"run_input": run_input}))
+
     def retry_flow_run(self, flow_run_id: str) -> FlowRun:
         return FlowRun.model_validate(self._request("POST", f"/flow_runs/{self._q(flow_run_id)}/retry"))
 
@@ -453,6 +462,11 @@ class StratoflowClient:
 
     def cancel_flow_run(self, flow_run_id: str) -> FlowRun:
         return self._backend.cancel_flow_run(flow_run_id)
+
+    def resume_flow_run(self, flow_run_id: str, run_input: dict[str, Any] | None = None) -> FlowRun:
+        """Paused -> Running, Suspended -> Scheduled (runs again); ``run_input`` for a pause
+        that waits for input (checked against its schema)."""
+        return self._backend.resume_flow_run(flow_run_id, run_input)
 
     def retry_flow_run(self, flow_run_id: str) -> FlowRun:
         return self._backend.retry_flow_run(flow_run_id)

@@ -87,11 +87,24 @@ class Heartbeat:
         self.executor = executor
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name=f"heartbeat-{flow_run_id[:8]}", daemon=True)
+        self._cancel_sent = False
         self.beats = 0
 
     def beat(self) -> None:
         self.store.put_object(HEARTBEAT, self.flow_run_id, {"at": now().isoformat(), "executor": self.executor})
         self.beats += 1
+        self._check_cancelled()
+
+    def _check_cancelled(self) -> None:
+        """A run cancelled while it executes is Cancelling: stop its flow body here."""
+        if self._cancel_sent:
+            return
+        run = self.store.read_run(RunKind.FLOW, self.flow_run_id)
+        if run.state is not None and run.state.type == StateType.CANCELLING:
+            from stratoflow.flows import request_cancel
+
+            request_cancel(self.flow_run_id)
+            self._cancel_sent = True
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval):
@@ -101,7 +114,7 @@ class Heartbeat:
                 continue
 
     def __enter__(self) -> Heartbeat:
-        self.beat()
+        self.store.put_object(HEARTBEAT, self.flow_run_id, {"at": now().isoformat(), "executor": self.executor})
         self._thread.start()
         return self
 

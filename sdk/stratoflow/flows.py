@@ -37,6 +37,7 @@ from stratoflow.orchestration import (
     apply_transition,
     orchestrate,
 )
+from stratoflow.pause import FlowRunSuspended
 from stratoflow.services import set_run_state
 from stratoflow.settings import get_settings
 from stratoflow.states import (
@@ -375,6 +376,52 @@ class ExecutorDeadline(BaseException):
     A BaseException so user code's ``except Exception`` does not swallow it."""
 
 
+class FlowRunCancelled(BaseException):
+    """Raised into a running flow body when its run was cancelled (``flow-run cancel``).
+
+    A BaseException so user code's ``except Exception`` does not swallow it."""
+
+
+# Flow bodies executing now, by flow run id: the thread to interrupt when the run is cancelled.
+_running_bodies: dict[str, int] = {}
+_pending_cancels: set[str] = set()
+_bodies_lock = threading.Lock()
+
+
+def request_cancel(flow_run_id: str) -> bool:
+    """Stop the flow body of ``flow_run_id`` if it executes in this process: ``FlowRunCancelled``
+    is raised in its thread at its next Python instruction (a blocking call finishes first).
+    Returns whether a body was interrupted; otherwise the run stops before its next attempt."""
+    import ctypes
+
+    with _bodies_lock:
+        ident = _running_bodies.get(flow_run_id)
+        if ident is None:
+            _pending_cancels.add(flow_run_id)
+            return False
+        del _running_bodies[flow_run_id]
+        ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), ctypes.py_object(FlowRunCancelled))
+        return True
+
+
+class _Body:
+    """Registers the flow body's thread for ``request_cancel`` while it runs."""
+
+    def __init__(self, flow_run_id: str) -> None:
+        self.flow_run_id = flow_run_id
+
+    def __enter__(self) -> None:
+        with _bodies_lock:
+            if self.flow_run_id in _pending_cancels:
+                _pending_cancels.discard(self.flow_run_id)
+                raise FlowRunCancelled()
+            _running_bodies[self.flow_run_id] = threading.get_ident()
+
+    def __exit__(self, *exc: object) -> None:
+        with _bodies_lock:
+            _running_bodies.pop(self.flow_run_id, None)
+
+
 class RunReleased(Exception):
     """The engine stopped before running again: the run waits in a Scheduled state for a later attempt."""
 
@@ -473,6 +520,7 @@ def _drive(flow: Flow[..., Any], run: FlowRun, parameters: dict[str, Any], store
     final: State | None = None
     interrupted: BaseException | None = None
     abandoned = False  # task threads left behind at the executor's deadline
+    suspended = False
     while final is None:
         token = flow_run_ctx.set(ctx)
         print_token = print_to_log.set(flow.log_prints)
@@ -480,10 +528,18 @@ def _drive(flow: Flow[..., Any], run: FlowRun, parameters: dict[str, Any], store
         try:
             if left is not None and left <= 0:
                 raise ExecutorDeadline()
-            with timeout_scope(left, ExecutorDeadline), timeout_scope(flow.timeout_seconds, FlowRunTimeout):
+            with _Body(run.id), timeout_scope(left, ExecutorDeadline), \
+                    timeout_scope(flow.timeout_seconds, FlowRunTimeout):
                 value = flow._call_fn(parameters)
             _wait_for_futures(ctx)
             attempt = _final_state_from_return(value, store, settings, persist)
+        except FlowRunSuspended:
+            suspended = True
+            attempt = Crashed()  # not proposed: the run stays Suspended
+        except FlowRunCancelled:
+            abandoned = True  # its task threads are not waited for
+            attempt = Cancelled(message="the flow run was cancelled while it ran")
+            logger.warning("Cancelled: the run was stopped by a cancellation request")
         except ExecutorDeadline:
             # Task threads may be stuck: do not wait for them past the deadline.
             abandoned = True
@@ -507,6 +563,14 @@ def _drive(flow: Flow[..., Any], run: FlowRun, parameters: dict[str, Any], store
         finally:
             print_to_log.reset(print_token)
             flow_run_ctx.reset(token)
+        if suspended:
+            # Recorded Suspended by suspend_flow_run: release the compute; a resume runs it again.
+            _wait_for_futures(ctx)
+            ctx.shutdown()
+            logger.info("Suspended: the flow run waits for a resume, then runs again from the start")
+            _flush(store, is_subflow)
+            assert ctx.flow_run.state is not None
+            return ctx.flow_run.state
 
         result, run = set_run_state(store, RunKind.FLOW, ctx.flow_run, attempt)  # type: ignore[assignment]
         ctx.flow_run = run

@@ -35,6 +35,8 @@ from stratoflow.workpools.sqs import QueueTarget, ReceivedMessage, SqsQueues
 logger = logging.getLogger("stratoflow.worker")
 # The message stays invisible this long and is extended while its run goes on.
 VISIBILITY_SECONDS = 120
+# A cancelled run's child gets this long to stop by itself before the worker kills it.
+CANCEL_GRACE = 10.0
 
 
 @dataclass
@@ -44,6 +46,8 @@ class _Job:
     process: subprocess.Popen[bytes]
     started: float = field(default_factory=time.monotonic)
     extended: float = field(default_factory=time.monotonic)
+    checked: float = 0.0
+    cancel_seen: float | None = None
 
 
 class Worker:
@@ -112,6 +116,7 @@ class Worker:
         for key, job in list(self.jobs.items()):
             code = job.process.poll()
             if code is None:
+                self._enforce_cancel(job)
                 if time.monotonic() - job.extended > VISIBILITY_SECONDS / 3:
                     self.sqs.change_visibility(job.message.target.url, job.message.receipt_handle,
                                                VISIBILITY_SECONDS)
@@ -128,6 +133,35 @@ class Worker:
                 logger.error("flow run %s: child exited with %d; the message returns to the queue",
                              job.flow_run_id, code)
                 self.sqs.change_visibility(job.message.target.url, job.message.receipt_handle, 0)
+
+    def _enforce_cancel(self, job: _Job) -> None:
+        """A cancelled run whose child did not stop by itself (its flow is stuck in a blocking
+        call) is killed after ``CANCEL_GRACE`` seconds and recorded Cancelled."""
+        from stratoflow.services import set_run_state
+        from stratoflow.states import Cancelled
+        from stratoflow.storage import get_server_store
+
+        if time.monotonic() - job.checked < 2.0:
+            return
+        job.checked = time.monotonic()
+        store = get_server_store()
+        try:
+            run = store.read_run(RunKind.FLOW, job.flow_run_id)
+        except ObjectNotFound:
+            return
+        if run.state is None or run.state.type != StateType.CANCELLING:
+            return
+        if job.cancel_seen is None:
+            job.cancel_seen = time.monotonic()
+            return
+        if time.monotonic() - job.cancel_seen < CANCEL_GRACE:
+            return
+        job.process.kill()
+        job.process.wait()
+        assert isinstance(run, FlowRun)
+        set_run_state(store, RunKind.FLOW, run, Cancelled(message="the worker killed the flow run's process after "
+                                                                  "it was cancelled"))
+        logger.warning("killed flow run %s after its cancellation", job.flow_run_id)
 
     def run_once(self, wait_seconds: int | None = None) -> int:
         """Reap finished children and take up to the free slots in new messages; returns how many."""

@@ -363,6 +363,7 @@ def _register_object_routes(app: Any, responses: Any, count: Any) -> None:
         DeploymentCreate,
         DeploymentFilter,
         DeploymentRunCreate,
+        ResumeIn,
         SlotsAnswer,
         SlotsRequest,
         TaskRunFilter,
@@ -413,6 +414,14 @@ def _register_object_routes(app: Any, responses: Any, count: Any) -> None:
         run = ops.cancel_flow_run(get_store(), flow_run_id)
         count("FlowRunsCancelled")
         return run
+
+    @app.post("/flow_runs/<flow_run_id>/resume", tags=["flow runs"],
+              summary="Resume a paused (or suspended) flow run, with input for a pause that waits for it",
+              description="Paused -> Running; Suspended -> Scheduled and sent to its work queue. 409 when the "
+                          "run is not paused or its pause timed out; 422 naming the field of a bad run_input.",
+              responses=responses(200, FlowRun, "resumed", 404, 409, 422))
+    def resume_flow_run(flow_run_id: FlowRunId, body: ResumeIn) -> FlowRun:
+        return ops.resume_flow_run(get_store(), flow_run_id, body.run_input)
 
     @app.post("/flow_runs/<flow_run_id>/retry", tags=["flow runs"],
               summary="Retry a finished run: it goes back to Scheduled (AwaitingRetry) for now",

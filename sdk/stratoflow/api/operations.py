@@ -194,6 +194,47 @@ def retry_flow_run(store: Store, flow_run_id: str, settings: Settings | None = N
     return moved
 
 
+def resume_flow_run(store: Store, flow_run_id: str, run_input: dict[str, Any] | None,
+                    settings: Settings | None = None) -> FlowRun:
+    """Paused -> Running (the waiting body goes on); Suspended -> Scheduled and sent to its work
+    queue (the flow runs again and its suspend call returns the input). ``run_input`` is checked
+    against the schema the pause declared (422 naming the field) before anything is written."""
+    import json as _json
+
+    from stratoflow.pause import RUN_INPUT, check_run_input, input_key
+
+    run = read_flow_run(store, flow_run_id)
+    if run.state is None or run.state.type != StateType.PAUSED:
+        raise Conflict(f"only a paused flow run can be resumed; it is {run.state!r}",
+                       state=run.state.model_dump(mode="json") if run.state else None)
+    details = run.state.state_details
+    try:
+        check_run_input((details.run_input_keyset or {}).get("schema"), run_input or {})
+    except ValueError as exc:
+        raise Unprocessable(str(exc)) from None
+    key = details.pause_key or "pause-1"
+    if run_input is not None:
+        store.put_object(RUN_INPUT, input_key(run.id, key), {"input": run_input, "at": now().isoformat()})
+    if details.pause_reschedule:
+        proposed: State = Scheduled(name="Resuming", message="resumed; it runs again from the start")
+    else:
+        from stratoflow.states import Running
+
+        proposed = Running(message="resumed")
+        if run_input is not None:
+            proposed.state_details.run_input_keyset = {"input": _json.dumps(run_input)}
+    result, moved = set_run_state(store, RunKind.FLOW, run, proposed)
+    if result.status == ResponseStatus.ABORT:
+        raise TransitionRefused(result)
+    assert isinstance(moved, FlowRun)
+    if moved.state is not None and moved.state.type == StateType.FAILED:
+        raise Conflict(f"{result.rule}: {result.reason}", status=result.status.value, rule=result.rule,
+                       reason=result.reason, state=moved.state.model_dump(mode="json"))
+    if moved.state is not None and moved.state.type == StateType.SCHEDULED:
+        dispatch_run(store, _settings(settings), moved)
+    return moved
+
+
 def filter_task_runs(store: Store, request: TaskRunFilter) -> list[TaskRun]:
     runs = read_task_runs(store, request.flow_run_id)
     if request.state_types:

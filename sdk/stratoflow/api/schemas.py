@@ -226,6 +226,10 @@ class ConcurrencyLimitCreate(_Body):
     limit: int = Field(ge=0, description="task runs with this tag that may run at once (0 blocks them)")
 
 
+class ResumeIn(_Body):
+    run_input: dict[str, Any] | None = Field(default=None, description="input for a pause that waits for it")
+
+
 class SlotsRequest(_Body):
     """Take (increment) or give back (decrement) a slot of each tag's limit for ``holder``."""
 
