@@ -58,7 +58,14 @@ def run_deployment(
     same ``idempotency_key`` a second call returns the first call's run.
     """
     from stratoflow.client import get_client
+    from stratoflow.exceptions import StratoflowError
+    from stratoflow.settings import get_settings
 
+    settings = get_settings()
+    if timeout != 0 and client is None and settings.resolved_backend == "embedded" and not settings.api_url:
+        raise StratoflowError("nothing executes deployment runs on the embedded backend (no executor consumes "
+                              "work pools in this process): start `stratoflow dev` and use its settings, or "
+                              "pass timeout=0 to only create the run")
     client = client or get_client()
     run = client.create_flow_run_from_deployment(name, parameters=parameters, tags=tags, name=flow_run_name,
                                                  idempotency_key=idempotency_key, scheduled_time=scheduled_time)

@@ -25,12 +25,19 @@ _MUTATING_DYNAMODB = frozenset({
 })
 
 
+# Queues survive a restart (a work pool's record names them); messages do not: nothing consumes
+# work pools in the embedded backend (that is `stratoflow dev`'s executor).
+_MUTATING_SQS = frozenset({"CreateQueue", "SetQueueAttributes", "DeleteQueue"})
+
+
 def _is_mutating(request: Any) -> bool:
     target = request.headers.get("X-Amz-Target")
     if isinstance(target, bytes):
         target = target.decode()
     if target and target.startswith("DynamoDB_"):
         return target.split(".", 1)[1] in _MUTATING_DYNAMODB
+    if target and target.startswith("AmazonSQS."):
+        return target.split(".", 1)[1] in _MUTATING_SQS
     is_s3 = ".s3." in request.url or "//s3." in request.url
     return is_s3 and request.method in ("PUT", "POST", "DELETE")
 
@@ -133,7 +140,7 @@ _current_lock = threading.Lock()
 def _reset_moto() -> None:
     from moto.backends import get_backend
 
-    for service in ("dynamodb", "s3"):
+    for service in ("dynamodb", "s3", "sqs", "scheduler"):
         get_backend(service).reset()
 
 
