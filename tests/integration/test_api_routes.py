@@ -147,7 +147,7 @@ def test_work_pools_and_queues(dev_stack: Any) -> None:
     error(dev_stack, "POST", f"/work_pools/{name}/queues", 409, "already exists", {"name": "fast"})
     error(dev_stack, "POST", f"/work_pools/{name}/queues", 422, "priority", {"name": "slow", "priority": "hi"})
     status, queues = call(dev_stack, "GET", f"/work_pools/{name}/queues")
-    assert status == 200 and [q["name"] for q in queues] == ["fast"]
+    assert status == 200 and [q["name"] for q in queues] == ["default", "fast"]  # every pool has a `default` queue
     error(dev_stack, "GET", "/work_pools/nope/queues", 404, "nope")
 
 

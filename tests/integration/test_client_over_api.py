@@ -256,7 +256,7 @@ def test_work_pools_and_queues(sf: StratoflowClient) -> None:
     assert queue.work_pool_name == pool and queue.concurrency_limit == 2
     with pytest.raises(Conflict):
         sf.create_work_queue(pool, "fast")
-    assert [q.name for q in sf.read_work_queues(pool)] == ["fast", "slow"]
+    assert [q.name for q in sf.read_work_queues(pool)] == ["default", "fast", "slow"]  # `default` comes with the pool
     with pytest.raises(ObjectNotFound):
         sf.read_work_queues(_unique("no-such-pool"))
     with pytest.raises(ObjectNotFound):
