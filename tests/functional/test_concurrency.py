@@ -187,9 +187,10 @@ def _drain(pool: str, *, crash_rate: float = 0.0, runs: int, timeout: float = 24
             t.join(30)
 
 
-@pytest.mark.parametrize("crash_rate", [0.0, 0.15], ids=["steady", "executors-crash"])
-def test_a_deployment_limit_of_5_over_30_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                crash_rate: float) -> None:
+@pytest.mark.slow
+@pytest.mark.parametrize(("crash_rate", "total"), [(0.0, 200), (0.15, 60)], ids=["200-steady", "60-executors-crash"])
+def test_a_deployment_limit_of_5(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, crash_rate: float,
+                                 total: int) -> None:
     from stratoflow.deployments import deploy
 
     monkeypatch.setenv("STRATOFLOW_PACKAGE_CACHE_DIR", str(tmp_path / "cache"))
@@ -201,7 +202,6 @@ def test_a_deployment_limit_of_5_over_30_runs(tmp_path: Path, monkeypatch: pytes
     (tmp_path / "work.py").write_text(FLOW)
     dep = deploy("work.py:work", name="limited", work_pool=pool, source_dir=tmp_path, client=client)
     client.create_deployment(dep.flow_name, dep.name, concurrency_limit=5)
-    total = 30
     for i in range(total):
         client.create_flow_run_from_deployment("work/limited", parameters={"i": i})
     _drain(pool, crash_rate=crash_rate, runs=total, monkeypatch=monkeypatch)
