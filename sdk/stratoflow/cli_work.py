@@ -95,8 +95,13 @@ def watch_flow_run(flow_run_id: str, *, timeout: float | None = None, json_lines
 
 def cmd_deployment_run(args: argparse.Namespace) -> int:
     from stratoflow import get_client
+    from stratoflow.settings import get_settings
 
     params = _parse_params(args.param)
+    settings = get_settings()
+    if args.watch and settings.resolved_backend == "embedded" and not settings.api_url:
+        raise _UsageError("--watch needs something that executes the run: nothing consumes work pools on the "
+                          "embedded backend; start `stratoflow dev` and use the settings it prints")
     run = get_client().create_flow_run_from_deployment(
         args.name_or_id, parameters=params, tags=args.tag or (), idempotency_key=args.idempotency_key,
         scheduled_time=_parse_when(args.at))
