@@ -101,7 +101,9 @@ def run_demo(stack_env: dict[str, str], started: float, process: subprocess.Pope
         t.join()
     print(f"    both finished {time.perf_counter() - t0:.1f}s after the trigger")
 
-    print("==> waiting for the scheduler to fire quarter-hour-report/every-5s twice", flush=True)
+    print("==> waiting for the scheduler to fire quarter-hour-report/every-5s twice (a 5 s interval is below "
+          "EventBridge's minute: the per-minute tick creates its runs ahead, so the first may take up to a minute)",
+          flush=True)
     scheduled = wait_for_scheduled_runs(client, "quarter-hour-report/every-5s", count=2, timeout=60)
     client.pause_deployment("quarter-hour-report/every-5s")
     print("    paused it again (its unstarted runs are removed)")
