@@ -93,3 +93,13 @@ def page(browser: Any, ui_stack: StackClient) -> Iterator[Any]:
     yield page
     context.close()
     assert not errors, f"JavaScript errors on the page: {errors}"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The first browser test may install Debian's chromium (apt-get update + install can take a few
+    minutes on a fresh machine): give this tier more than the suite's 300 s per test."""
+    here = Path(__file__).parent
+    for item in items:
+        if here in Path(str(item.fspath)).parents and item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(1200))
+
