@@ -166,7 +166,9 @@ def test_set_states_accept_abort_and_force(sf: StratoflowClient) -> None:
 def test_deployments_and_their_runs(sf: StratoflowClient) -> None:
     flow_name = _unique("client-dep-flow")
     pool = _unique("pool")
-    sf.create_work_pool(pool)
+    # A `process` pool: `stratoflow dev` executes the runs of `lambda` pools, which would race the
+    # assertions below on the run staying Scheduled (nobody here starts a worker).
+    sf.create_work_pool(pool, type="process")
     sf.create_work_queue(pool, "fast")
     schema = {"type": "object", "properties": {"n": {"type": "integer"}, "who": {"type": "string"}},
               "required": ["n"], "additionalProperties": False}
