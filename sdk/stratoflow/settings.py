@@ -82,6 +82,11 @@ class Settings(BaseSettings):
     heartbeat_interval: float = 10.0
     executor_deadline_margin: float = 15.0
     inline_retry_max: float = 30.0
+    # On AWS: the executor function every new `lambda` pool queue is mapped to (SQS event source
+    # mapping, made by the API when it creates the queue) and the mapping's MaximumConcurrency.
+    # The template sets both for the API function; unset, no mapping is made (the local cloud).
+    executor_function_arn: str | None = None
+    executor_max_concurrency: int | None = Field(default=None, ge=2, le=1000)
 
     @property
     def resolved_backend(self) -> Literal["embedded", "aws"]:

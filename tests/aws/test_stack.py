@@ -125,3 +125,20 @@ def test_etl_runs_through_a_deployment_on_the_stack(stack: dict[str, str], sdk_o
     tasks = client.read_task_runs(run.id)
     assert len(tasks) == 1 + 4 + 1  # extract (retried in place), 4 transforms, load
     assert any("loaded 4 records" in log.message for log in client.iter_logs(run.id))
+
+
+def test_a_lambda_pool_created_at_run_time_is_executed(stack: dict[str, str],
+                                                       sdk_on_stack: dict[str, str]) -> None:
+    """The API maps a new `lambda` pool's queue to the executor function (workpools/mappings.py)."""
+    import uuid
+
+    from stratoflow import get_client, run_deployment
+    from stratoflow.deployments.deploy import deploy
+
+    client = get_client()
+    pool = f"extra-{uuid.uuid4().hex[:8]}"
+    client.create_work_pool(pool, type="lambda")
+    deploy(f"{ROOT / 'examples' / 'etl.py'}:etl", name="aws-extra-pool", work_pool=pool,
+           source_dir=ROOT / "examples", parameters={"n": 2, "factor": 1}, lambda_platform=True)
+    run = run_deployment("etl/aws-extra-pool", timeout=600, poll_interval=5)
+    assert run.state is not None and run.state.type.value == "COMPLETED", run.state

@@ -180,6 +180,10 @@ def test_executor_and_schedules_are_wired(template: dict[str, Any]) -> None:
     assert json.loads(tick["Target"]["Input"]) == {"tick": True, "time": SCHEDULED_TIME}
     assert tick["Target"]["Arn"] == {"Fn::GetAtt": ["SchedulerFunction", "Arn"]}
     assert resources["ScheduleGroup"]["Properties"]["Name"] == {"Ref": "TablePrefix"}  # EventBridgeProvisioner.group
+    # Pools created at run time: the API maps their queues to this function, with the same limit.
+    api_env = resources["ApiFunction"]["Properties"]["Environment"]["Variables"]
+    assert api_env["STRATOFLOW_EXECUTOR_FUNCTION_ARN"] == {"Fn::GetAtt": ["ExecutorFunction", "Arn"]}
+    assert api_env["STRATOFLOW_EXECUTOR_MAX_CONCURRENCY"] == {"Ref": "ExecutorConcurrency"}
     janitor = resources["JanitorFunction"]["Properties"]
     assert janitor["Handler"] == "app.lambda_handler"
     assert [e["Properties"]["Schedule"] for e in janitor["Events"].values()] == ["rate(1 minute)"]
@@ -249,7 +253,11 @@ def test_no_wildcard_action_and_no_wildcard_action_on_every_resource(expanded: d
         resources = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
         assert all(isinstance(a, str) and a != "*" and not a.endswith(":*") for a in actions), statement
         if "*" in resources:  # only actions AWS offers no resource-level permission for
-            assert actions == ["scheduler:ListSchedules"], statement
+            assert actions in (["scheduler:ListSchedules"], ["lambda:ListEventSourceMappings"],
+                               ["lambda:CreateEventSourceMapping"]), statement
+            if actions == ["lambda:CreateEventSourceMapping"]:  # and then only for the executor
+                assert statement["Condition"] == {
+                    "StringEquals": {"lambda:FunctionArn": {"Fn::GetAtt": ["ExecutorFunction", "Arn"]}}}
 
 
 def test_outputs_cover_what_config_from_stack_reads(template: dict[str, Any]) -> None:

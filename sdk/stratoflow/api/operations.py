@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel
 
-from stratoflow.api.errors import Conflict, NotFound, Unprocessable
+from stratoflow.api.errors import ApiError, Conflict, NotFound, Unprocessable
 from stratoflow.api.schemas import (
     ConcurrencyLimitCreate,
     DeploymentCreate,
@@ -39,6 +39,7 @@ from stratoflow.models import (
     Log,
     TaskRun,
     WorkPool,
+    WorkPoolType,
     WorkQueue,
     new_id,
 )
@@ -59,6 +60,7 @@ from stratoflow.workpools.dispatch import dispatch_run
 if TYPE_CHECKING:
     from stratoflow.settings import Settings
     from stratoflow.storage.base import Store
+    from stratoflow.workpools.sqs import SqsQueues
 
 # A Lambda response may be 6 MB; log pages are cut to stay well below it.
 MAX_LOG_PAGE_BYTES = 4 * 1024 * 1024
@@ -461,6 +463,19 @@ def _settings(settings: Settings | None) -> Settings:
     return settings or get_settings()
 
 
+def _map_to_executor(settings: Settings, sqs: SqsQueues, queue_url: str) -> None:
+    """A `lambda` pool's queue feeds the executor on AWS (see ``workpools.mappings``); made
+    before the record, so a pool or queue the API lists is one that runs."""
+    from stratoflow.workpools.mappings import ExecutorMappings, MappingError
+
+    mappings = ExecutorMappings(settings)
+    if mappings.function_arn is not None:
+        try:
+            mappings.ensure(sqs.queue_arn(queue_url))
+        except MappingError as exc:  # Lambda refused: say so, write no record
+            raise ApiError(str(exc), status_code=502) from exc
+
+
 def create_work_pool(store: Store, request: WorkPoolCreate, settings: Settings | None = None) -> WorkPool:
     """The pool record, its dead-letter queue and its ``default`` work queue (an SQS queue each).
 
@@ -474,9 +489,12 @@ def create_work_pool(store: Store, request: WorkPoolCreate, settings: Settings |
         raise Conflict(f"work pool {request.name!r} already exists", name=request.name)
     except ObjectNotFound:
         pass
-    sqs = SqsQueues(_settings(settings))
+    settings = _settings(settings)
+    sqs = SqsQueues(settings)
     queue_url = sqs.ensure_queue(request.name, DEFAULT_QUEUE)
     dlq_url, _ = sqs.ensure_dlq(request.name)
+    if request.type == WorkPoolType.LAMBDA:
+        _map_to_executor(settings, sqs, queue_url)
     pool = WorkPool(name=request.name, type=request.type, description=request.description,
                     concurrency_limit=request.concurrency_limit, queue_url=queue_url, dlq_url=dlq_url)
     try:
@@ -509,13 +527,17 @@ def create_work_queue(store: Store, pool_name: str, request: WorkQueueCreate,
                       settings: Settings | None = None) -> WorkQueue:
     from stratoflow.workpools.sqs import SqsQueues
 
-    read_work_pool(store, pool_name)
+    pool = read_work_pool(store, pool_name)
     try:
         read_work_queue(store, pool_name, request.name)
         raise Conflict(f"work queue {request.name!r} already exists in pool {pool_name!r}", name=request.name)
     except ObjectNotFound:
         pass
-    queue_url = SqsQueues(_settings(settings)).ensure_queue(pool_name, request.name)
+    settings = _settings(settings)
+    sqs = SqsQueues(settings)
+    queue_url = sqs.ensure_queue(pool_name, request.name)
+    if pool.type == WorkPoolType.LAMBDA:
+        _map_to_executor(settings, sqs, queue_url)
     queue = WorkQueue(name=request.name, work_pool_name=pool_name, priority=request.priority,
                       concurrency_limit=request.concurrency_limit, queue_url=queue_url)
     try:
