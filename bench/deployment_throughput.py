@@ -124,11 +124,9 @@ def local_cloud(log_path: Path, executor_concurrency: int = EXECUTOR_CONCURRENCY
             log.flush()
 
         threading.Thread(target=drain, daemon=True).start()
-        stack_env: dict[str, str] = {}
-        for line in lines:
-            if line.strip().startswith("export "):
-                name, _, value = line.strip()[len("export "):].partition("=")
-                stack_env[name] = value.strip("'")
+        from stratoflow.cli_config import parse_exports
+
+        stack_env = parse_exports(lines)
         os.environ.update(stack_env, STRATOFLOW_HOME=str(home), STRATOFLOW_LOG_TO_CONSOLE="false")
         yield stack_env
     finally:

@@ -379,7 +379,6 @@ def _add_object_commands(sub: Any, fr: Any) -> tuple[Any, Any]:
 def cmd_dev(args: argparse.Namespace) -> int:
     """Run the local cloud over HTTP until Ctrl-C or SIGTERM (see stratoflow/local/devstack.py)."""
     import gc
-    import shlex
     import signal
     import threading
 
@@ -406,8 +405,10 @@ def cmd_dev(args: argparse.Namespace) -> int:
             print(f"  executor  {stack.executor_config.handler_path}  <- the SQS queues of every `lambda` work "
                   f"pool (up to {stack.executor_config.max_concurrency} at once); schedules fire on time")
         print("\nPoint the SDK and the CLI in another shell at it:")
+        from stratoflow.cli_config import export_line
+
         for name, value in stack.env().items():
-            print(f"  export {name}={shlex.quote(value)}")
+            print(f"  {export_line(name, value)}")
         print("\nCtrl-C stops it.")
         print("ready", flush=True)
         while not stop.wait(1.0):  # a signal wakes it at once on POSIX (within the second on Windows)

@@ -19,7 +19,7 @@ import argparse
 import os
 import shlex
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -75,9 +75,26 @@ def settings_from_outputs(outputs: Mapping[str, str], *, region: str | None = No
     return env
 
 
+def export_line(name: str, value: str) -> str:
+    """``export NAME=value``, quoted for a POSIX shell (``parse_exports`` reads it back)."""
+    return f"export {name}={shlex.quote(value)}"
+
+
+def parse_exports(lines: Iterable[str]) -> dict[str, str]:
+    """The variables of the ``export`` lines among ``lines`` (what ``stratoflow dev`` and
+    ``config from-stack --print`` print), unquoted as a shell would."""
+    env: dict[str, str] = {}
+    for line in lines:
+        text = line.strip()
+        if text.startswith("export ") and "=" in text:
+            name, _, value = text[len("export "):].partition("=")
+            env[name.strip()] = " ".join(shlex.split(value)) if value else ""
+    return env
+
+
 def render_exports(env: Mapping[str, str], stack_name: str) -> str:
     lines = [f"# Stratoflow settings from CloudFormation stack {stack_name} (stratoflow config from-stack)"]
-    lines += [f"export {key}={shlex.quote(value)}" for key, value in env.items()]
+    lines += [export_line(key, value) for key, value in env.items()]
     return "\n".join(lines) + "\n"
 
 

@@ -23,6 +23,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from stratoflow.cli_config import parse_exports
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_HANDLER = REPO_ROOT / "functions" / "api" / "app.py"
 READY_TIMEOUT = 60.0
@@ -72,11 +74,7 @@ class DevStackProcess:
     def __init__(self, process: subprocess.Popen[str], output: _Output) -> None:
         self.process = process
         self.output = output
-        self.env: dict[str, str] = {}
-        for line in output.lines:
-            if line.strip().startswith("export "):
-                name, _, value = line.strip()[len("export "):].partition("=")
-                self.env[name] = shlex.split(value)[0] if value else ""
+        self.env: dict[str, str] = parse_exports(output.lines)
         self.api_url = self.env["STRATOFLOW_API_URL"]
         self.moto_url = self.env["STRATOFLOW_AWS_ENDPOINT_URL"]
 
