@@ -72,7 +72,7 @@ def run_demo(stack_env: dict[str, str], started: float, process: subprocess.Pope
              keep: bool) -> int:
     os.environ.update(stack_env, STRATOFLOW_HOME=str(HOME), STRATOFLOW_LOG_TO_CONSOLE="false")
     from stratoflow import get_client, run_deployment
-    from stratoflow.cli import _colour, _duration, _format_log, _run_duration, table
+    from stratoflow.cli import LogSources, _colour, _duration, _run_duration, table
     from stratoflow.deployments import deploy_project
 
     api = stack_env["STRATOFLOW_API_URL"]
@@ -132,11 +132,9 @@ def run_demo(stack_env: dict[str, str], started: float, process: subprocess.Pope
     print(table(task_rows, ["TASK RUN", "STATE", "RUNS", "STARTED", "DURATION"], 1, [t.state_type for t in tasks]))
 
     print(f"\nLogs of {etl.flow_name}/{etl.name}")
-    names = {t.id: t.name for t in tasks}
+    sources = LogSources(client, etl.id)
     for log in client.iter_logs(etl.id):
-        line = _format_log(log)
-        where = names.get(log.task_run_id or "", "flow")
-        print(line.replace(" | ", f" | {where:<11} | ", 1) if " | " in line else line)
+        print(sources.format(log))
 
     ok = all(client.read_flow_run(r.id).state_type is not None and client.read_flow_run(r.id).state_type.value
              == "COMPLETED" for r in all_runs)

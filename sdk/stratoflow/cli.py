@@ -139,9 +139,30 @@ def cmd_task_run_ls(args: argparse.Namespace) -> int:
     return 0
 
 
-def _format_log(log: Any) -> str:
+def _format_log(log: Any, source: str | None = None) -> str:
     ts = log.timestamp.astimezone().strftime("%H:%M:%S.%f")[:-3]
-    return f"{ts} | {_LEVELS.get(log.level, log.level):<7} | {log.message}"
+    where = f"{source:<{max(len(source), 12)}} | " if source is not None else ""
+    return f"{ts} | {where}{_LEVELS.get(log.level, log.level):<7} | {log.message}"
+
+
+class LogSources:
+    """Who wrote a log line: the task run's name, or ``flow``. Task runs are read once, and again
+    only when a line names one not seen yet (a run still going makes new ones)."""
+
+    def __init__(self, client: Any, flow_run_id: str) -> None:
+        self.client = client
+        self.flow_run_id = flow_run_id
+        self.names: dict[str, str] = {}
+
+    def __call__(self, log: Any) -> str:
+        if not log.task_run_id:
+            return "flow"
+        if log.task_run_id not in self.names:
+            self.names.update({t.id: t.name for t in self.client.read_task_runs(self.flow_run_id)})
+        return self.names.get(log.task_run_id, log.task_run_id[:8])
+
+    def format(self, log: Any) -> str:
+        return _format_log(log, self(log))
 
 
 def cmd_flow_run_logs(args: argparse.Namespace) -> int:
@@ -150,6 +171,7 @@ def cmd_flow_run_logs(args: argparse.Namespace) -> int:
     client = get_client()
     run = client.read_flow_run(args.id)  # 404 early with a clear message
     min_level = _parse_level(args.level)
+    sources = LogSources(client, run.id)
     cursor: str | None = None
     while True:
         page = client.read_logs(run.id, cursor=cursor, min_level=min_level, limit=1000)
@@ -157,7 +179,7 @@ def cmd_flow_run_logs(args: argparse.Namespace) -> int:
             if args.json:
                 print(log.model_dump_json())
             else:
-                print(_format_log(log))
+                print(sources.format(log))
         cursor = page.next_cursor or cursor
         if page.logs:
             continue
@@ -167,7 +189,7 @@ def cmd_flow_run_logs(args: argparse.Namespace) -> int:
             # One last read after the run ended, for logs flushed with its final state.
             page = client.read_logs(run.id, cursor=cursor, min_level=min_level)
             for log in page.logs:
-                print(log.model_dump_json() if args.json else _format_log(log))
+                print(log.model_dump_json() if args.json else sources.format(log))
             return 0
         time.sleep(args.interval)
 

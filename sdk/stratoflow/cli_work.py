@@ -11,9 +11,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from stratoflow.cli import (
+    LogSources,
     _colour,
     _dt,
-    _format_log,
     _parse_params,
     _print_json,
     _task_table,
@@ -51,6 +51,7 @@ def watch_flow_run(flow_run_id: str, *, timeout: float | None = None, json_lines
     from stratoflow import get_client
 
     client = get_client()
+    sources = LogSources(client, flow_run_id)
     seen_states = 0
     cursor: str | None = None
     deadline = None if timeout is None else time.monotonic() + timeout
@@ -63,13 +64,14 @@ def watch_flow_run(flow_run_id: str, *, timeout: float | None = None, json_lines
                 line = json.dumps({"state": state.model_dump(mode="json")})
             else:
                 stamp = state.timestamp.astimezone().strftime("%H:%M:%S.%f")[:-3]
-                line = (f"{stamp} | STATE   | {_colour(state.name, state.type.value)}"
+                line = (f"{stamp} | {'flow':<12} | STATE   | {_colour(state.name, state.type.value)}"
                         + (f" - {state.message}" if state.message else ""))
             events.append((state.timestamp, line))
         seen_states = len(run.state_history)
         while True:
             page = client.read_logs(flow_run_id, cursor=cursor, limit=1000)
-            events += [(log.timestamp, log.model_dump_json() if json_lines else _format_log(log)) for log in page.logs]
+            events += [(log.timestamp, log.model_dump_json() if json_lines else sources.format(log))
+                       for log in page.logs]
             cursor = page.next_cursor or cursor
             if not page.logs:
                 break
@@ -80,7 +82,7 @@ def watch_flow_run(flow_run_id: str, *, timeout: float | None = None, json_lines
         if final:
             page = client.read_logs(flow_run_id, cursor=cursor, limit=1000)  # flushed with the final state
             for log in page.logs:
-                print(log.model_dump_json() if json_lines else _format_log(log))
+                print(log.model_dump_json() if json_lines else sources.format(log))
             if not json_lines:
                 tasks = client.read_task_runs(flow_run_id)
                 if tasks:

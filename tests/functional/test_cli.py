@@ -72,6 +72,10 @@ def test_flow_run_logs_in_order(capsys: pytest.CaptureFixture[str], finished_run
     assert "Beginning flow run" in lines[0]
     assert any("summing 3 doubles" in line for line in lines)
     assert "Finished in state Completed()" in lines[-1]
+    # Who wrote each line: the flow, or the task run by name.
+    assert lines[0].split(" | ")[1].strip() == "flow"
+    sources = {line.split(" | ")[1].strip() for line in lines}
+    assert {"flow", "double-0", "double-1", "double-2"} <= sources, sources
     code, out, _ = run_cli(capsys, "flow-run", "logs", finished_run.id, "--level", "error")
     assert code == 0 and out == ""
 
