@@ -30,7 +30,7 @@ from pydantic import ValidationError
 
 from stratoflow import concurrency
 from stratoflow.exceptions import ObjectNotFound, StratoflowError
-from stratoflow.models import Deployment, FlowRun
+from stratoflow.models import Deployment, FlowRun, WorkPool, WorkQueue
 from stratoflow.orchestration import RunKind
 from stratoflow.services import set_run_state
 from stratoflow.states import AwaitingConcurrencySlot, Failed, StateType, now
@@ -163,33 +163,41 @@ def load_flow(store: Store, settings: Settings, deployment: Deployment) -> Flow[
     return flow
 
 
-def _paused(store: Store, run: FlowRun, message: RunMessage) -> str | None:
+def _pool_and_queue(store: Store, pool_name: str | None,
+                    queue_name: str | None) -> tuple[WorkPool, WorkQueue] | None:
+    """The run's work pool and queue records (None if it has none, or they were deleted): read
+    once per message, for the pause check and the concurrency limits."""
     from stratoflow.api.operations import read_work_pool, read_work_queue
 
+    if not pool_name:
+        return None
     try:
-        if read_work_pool(store, message.work_pool_name).paused:
-            return f"work pool {message.work_pool_name!r} is paused"
-        if read_work_queue(store, message.work_pool_name, message.work_queue_name).paused:
-            return f"work queue {message.work_pool_name}/{message.work_queue_name} is paused"
+        return read_work_pool(store, pool_name), read_work_queue(store, pool_name, queue_name or "default")
     except ObjectNotFound:
         return None
+
+
+def _paused(records: tuple[WorkPool, WorkQueue] | None) -> str | None:
+    if records is None:
+        return None
+    pool, queue = records
+    if pool.paused:
+        return f"work pool {pool.name!r} is paused"
+    if queue.paused:
+        return f"work queue {pool.name}/{queue.name} is paused"
     return None
 
 
-def flow_run_limits(store: Store, run: FlowRun, deployment: Deployment) -> list[concurrency.Limit]:
+def flow_run_limits(store: Store, run: FlowRun, deployment: Deployment,
+                    records: tuple[WorkPool, WorkQueue] | None = None) -> list[concurrency.Limit]:
     """The concurrency limits a run of ``deployment`` takes a slot of: its deployment's, its work
-    queue's and its work pool's, where set."""
-    from stratoflow.api.operations import read_work_pool, read_work_queue
-
+    queue's and its work pool's, where set. ``records``: the pool and queue, if already read."""
     limits = []
     if deployment.concurrency_limit is not None:
         limits.append(concurrency.deployment_limit(deployment.id, deployment.concurrency_limit))
-    if run.work_pool_name:
-        try:
-            pool = read_work_pool(store, run.work_pool_name)
-            queue = read_work_queue(store, run.work_pool_name, run.work_queue_name or "default")
-        except ObjectNotFound:
-            return limits
+    records = records or _pool_and_queue(store, run.work_pool_name, run.work_queue_name)
+    if records is not None:
+        pool, queue = records
         if queue.concurrency_limit is not None:
             limits.append(concurrency.queue_limit(pool.name, queue.name, queue.concurrency_limit))
         if pool.concurrency_limit is not None:
@@ -232,7 +240,8 @@ def handle_message(
     assert isinstance(run, FlowRun)
     if run.state is None or run.state.type != StateType.SCHEDULED:
         return MessageResult(Outcome.DUPLICATE, run.id, run.state_name, f"the run is {run.state!r}: nothing to do")
-    reason = _paused(store, run, message)
+    records = _pool_and_queue(store, message.work_pool_name, message.work_queue_name)
+    reason = _paused(records)
     if reason is not None:
         raise QueueMessagePaused(reason)
 
@@ -249,7 +258,9 @@ def handle_message(
             else Outcome.DUPLICATE
         return MessageResult(outcome, run.id, after.state_name, str(exc))
 
-    limits = flow_run_limits(store, run, deployment)
+    if (run.work_pool_name, run.work_queue_name or "default") != (message.work_pool_name, message.work_queue_name):
+        records = None  # the run was moved since the message was sent: its own records count
+    limits = flow_run_limits(store, run, deployment, records)
     full = concurrency.acquire_all(store, limits, run.id)
     if full is not None:
         return _wait_for_slot(store, settings, run, full)

@@ -110,6 +110,8 @@ class Deployment(_Record):
     id: str = Field(default_factory=new_id)
     name: str
     flow_name: str
+    # The flow's record, made when the deployment is: its runs need not look it up.
+    flow_id: str | None = None
     version: int = 1
     description: str | None = None
     entrypoint: str | None = None

@@ -325,6 +325,62 @@ def test_moto_endpoint_has_the_stacks_tables_and_bucket(echo_stack: Any) -> None
     assert set(echo(echo_stack, "GET", "/tables")["tables"]) == set(tables)
 
 
+def test_moto_endpoint_keeps_connections_alive(echo_stack: Any) -> None:
+    """One connection for many calls (werkzeug's own handler closed it after every answer), with
+    bodies of every kind intact: errors, HEAD lengths, chunked uploads, odd keys."""
+    import http.client
+
+    import boto3
+
+    session = boto3.session.Session(aws_access_key_id="stratoflow-local", aws_secret_access_key="stratoflow-local",
+                                    region_name="us-east-1")
+    ddb = session.client("dynamodb", endpoint_url=echo_stack.moto_url)
+    s3 = session.client("s3", endpoint_url=echo_stack.moto_url)
+    bucket = echo_stack.env["STRATOFLOW_BUCKET"]
+    ddb.list_tables()
+    opened = []
+    original = http.client.HTTPConnection.connect
+
+    def connect(self: Any) -> None:
+        opened.append(self.port)
+        original(self)
+
+    http.client.HTTPConnection.connect = connect  # type: ignore[method-assign]
+    try:
+        for _ in range(20):
+            assert ddb.list_tables()["TableNames"]
+        with pytest.raises(ddb.exceptions.ResourceNotFoundException):
+            ddb.get_item(TableName="no-such-table", Key={"id": {"S": "x"}})
+        assert ddb.list_tables()["TableNames"]
+        assert opened == [], opened  # the first call's connection served them all
+
+        key = "dir/odd key+é%20.txt"
+        s3.put_object(Bucket=bucket, Key=key, Body=b"a" * 100_000)
+        assert s3.head_object(Bucket=bucket, Key=key)["ContentLength"] == 100_000  # no body, its length kept
+        with pytest.raises(s3.exceptions.ClientError):
+            s3.head_object(Bucket=bucket, Key="no-such-key")
+
+        def chunks() -> Any:  # no length known: sent with Transfer-Encoding: chunked
+            yield b"b" * 70_000
+            yield b"c" * 30_000
+
+        request = http.client.HTTPConnection(echo_stack.moto_url.split("//")[1])
+        request.request("PUT", f"/{bucket}/chunked", body=chunks(), encode_chunked=True)
+        reply = request.getresponse()
+        assert reply.status == 200, reply.read()
+        reply.read()
+        request.request("PUT", f"/{bucket}/plain", body=b"xyz")  # the same connection: the next request intact
+        reply = request.getresponse()
+        assert reply.status == 200, reply.read()
+        reply.read()
+        request.close()
+        assert s3.get_object(Bucket=bucket, Key="chunked")["Body"].read() == b"b" * 70_000 + b"c" * 30_000
+        assert s3.get_object(Bucket=bucket, Key="plain")["Body"].read() == b"xyz"
+        assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() == b"a" * 100_000
+    finally:
+        http.client.HTTPConnection.connect = original  # type: ignore[method-assign]
+
+
 def test_exported_environment_points_the_sdk_at_the_stack(echo_stack: Any, tmp_path: Path) -> None:
     """A flow run from another process with the printed exports lands where the function reads."""
     env = {k: v for k, v in echo_stack.env.items() if k != "STRATOFLOW_API_URL"}  # the store, directly

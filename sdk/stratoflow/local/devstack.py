@@ -50,7 +50,7 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from types import TracebackType
-from typing import Any, NamedTuple, TextIO
+from typing import Any, ClassVar, NamedTuple, TextIO
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from stratoflow.exceptions import StratoflowError
@@ -391,6 +391,76 @@ class _OneAtATime:
             time.sleep(self.POLL_PAUSE)
 
 
+class _KeepAlive:
+    """Keep-alive for moto's (werkzeug's) request handler, which closes the connection after
+    every answer and then drains the socket: every AWS call of the stack's functions paid a TCP
+    connect and a new server thread. Here the request is answered the plain WSGI way on a
+    persistent HTTP/1.1 connection: the body is read whole before the app runs (a request it
+    leaves partly unread cannot run into the next one), the answer is buffered and sent with its
+    length, and Nagle is off (headers and body go out in separate writes; the body would wait
+    for the client's delayed ACK)."""
+
+    disable_nagle_algorithm = True
+    timeout: ClassVar[float | None] = 120  # an idle keep-alive connection is closed after this
+    protocol_version = "HTTP/1.1"
+
+    def make_environ(self) -> dict[str, Any]:
+        environ: dict[str, Any] = super().make_environ()  # type: ignore[misc]
+        stream = environ["wsgi.input"]
+        if environ.pop("wsgi.input_terminated", False):  # chunked: werkzeug's DechunkedInput
+            body = stream.read()
+            environ.pop("HTTP_TRANSFER_ENCODING", None)
+        else:
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+            body = stream.read(length) if length > 0 else b""
+        environ["wsgi.input"] = io.BytesIO(body)
+        environ["CONTENT_LENGTH"] = str(len(body))
+        return environ
+
+    def run_wsgi(self) -> None:
+        handler: Any = self
+        if handler.headers.get("Expect", "").lower().strip() == "100-continue":
+            handler.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        environ = handler.environ = self.make_environ()
+        started: list[Any] = []
+        chunks: list[bytes] = []
+
+        def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            started[:] = [status, headers]
+            return chunks.append
+
+        try:
+            result = handler.server.app(environ, start_response)
+            try:
+                chunks.extend(result)
+            finally:
+                if hasattr(result, "close"):
+                    result.close()
+        except (ConnectionError, TimeoutError):
+            handler.close_connection = True
+            return
+        except Exception:
+            handler.close_connection = True
+            traceback.print_exc()
+            started[:] = ["500 Internal Server Error", [("Content-Type", "text/plain")]]
+            chunks[:] = [b"Internal Server Error"]
+        status, headers = started
+        code = int(status.split(" ", 1)[0])
+        body = b"".join(chunks)
+        handler.send_response(code, status.partition(" ")[2])
+        head = handler.command == "HEAD"
+        for name, value in headers:
+            lower = name.lower()
+            if lower in ("connection", "transfer-encoding") or (lower == "content-length" and not head):
+                continue  # HEAD keeps the app's length (of the body it would send)
+            handler.send_header(name, value)
+        if not head and not (100 <= code < 200 or code in (204, 304)):
+            handler.send_header("Content-Length", str(len(body)))
+        handler.end_headers()
+        if not head and body:
+            handler.wfile.write(body)
+
+
 class MotoServer:
     """moto in server mode on a local port: what ``moto.server.ThreadedMotoServer`` does, with
     requests serialized, bind errors raised by ``start()`` and every thread joined by ``stop()``."""
@@ -413,6 +483,9 @@ class MotoServer:
             multithread = True
             thread_prefix = "stratoflow-dev-moto"
 
+        class Handler(_KeepAlive, MotoRequestHandler):
+            pass
+
         app = _OneAtATime(DomainDispatcherApplication(create_backend_app))
         # Bound here so a busy port raises OSError (werkzeug itself would print and sys.exit).
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -421,7 +494,7 @@ class MotoServer:
             sock.bind((self.host, self.port))
             sock.listen(128)
             self.port = sock.getsockname()[1]
-            self._server = Server(self.host, self.port, app, handler=MotoRequestHandler, fd=sock.fileno())
+            self._server = Server(self.host, self.port, app, handler=Handler, fd=sock.fileno())
         finally:
             sock.close()  # the server works on its own duplicate of the descriptor
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1},

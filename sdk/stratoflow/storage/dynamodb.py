@@ -41,7 +41,7 @@ from pynamodb.attributes import (
     UnicodeAttribute,
     VersionAttribute,
 )
-from pynamodb.exceptions import DeleteError, DoesNotExist, PutError, TransactWriteError
+from pynamodb.exceptions import DeleteError, DoesNotExist, GetError, PutError, TransactWriteError
 from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
 from pynamodb.models import Model
 
@@ -236,20 +236,34 @@ class DynamoDBStore(S3Blobs, Store):
 
     # -- flows ------------------------------------------------------------------------------
     def ensure_flow(self, flow: Flow) -> Flow:
+        """The stored flow of that name, created from ``flow`` if there is none. Read first: every
+        run asks, and all but the first find it (one GetItem instead of a refused PutItem and a
+        GetItem); the conditional put settles a race between two first runs. The first call of a
+        process is also where a missing stack shows, so it says what to do."""
+        try:
+            return self.read_flow(flow.name)
+        except ObjectNotFound:
+            pass
+        except GetError as exc:
+            self._raise_if_no_table(exc)
+            raise
         item = self.models.ObjectItem(f"FLOW#{flow.name}", "-", doc=flow.model_dump_json())
         try:
             item.save(condition=self.models.ObjectItem.pk.does_not_exist())
             return flow
         except PutError as exc:
-            if getattr(exc, "cause_response_code", None) == "ResourceNotFoundException":
-                where = self.settings.aws_endpoint_url or f"region {self.settings.region}"
-                raise StratoflowError(
-                    f"DynamoDB table {self.settings.table_name('objects')!r} does not exist at {where}: deploy "
-                    "the stack (sam deploy) and set STRATOFLOW_TABLE_PREFIX from its outputs"
-                ) from None
+            self._raise_if_no_table(exc)
             if not _conditional_failure(exc):
                 raise
             return self.read_flow(flow.name)
+
+    def _raise_if_no_table(self, exc: Exception) -> None:
+        if getattr(exc, "cause_response_code", None) == "ResourceNotFoundException":
+            where = self.settings.aws_endpoint_url or f"region {self.settings.region}"
+            raise StratoflowError(
+                f"DynamoDB table {self.settings.table_name('objects')!r} does not exist at {where}: deploy "
+                "the stack (sam deploy) and set STRATOFLOW_TABLE_PREFIX from its outputs"
+            ) from None
 
     def read_flow(self, name: str) -> Flow:
         try:

@@ -57,11 +57,12 @@ def work_queue_of(store: Store, run: FlowRun) -> WorkQueue:
 
 
 def dispatch_run(store: Store, settings: Settings, run: FlowRun, *, at: datetime | None = None,
-                 queues: SqsQueues | None = None, force: bool = False) -> Dispatched:
+                 queues: SqsQueues | None = None, force: bool = False, fresh: bool = False) -> Dispatched:
     """Send ``run`` to its work queue if it is Scheduled and due within 15 minutes.
 
     ``force`` sends even when this (run, time) was sent before: the executor uses it to hand a
-    run out again after a not-due delivery.
+    run out again after a not-due delivery. ``fresh`` says the caller has just created the run,
+    so no marker can exist yet: it saves the read.
     """
     if run.work_pool_name is None:
         return Dispatched(False, "the run has no work pool (it runs where it is called)")
@@ -72,7 +73,7 @@ def dispatch_run(store: Store, settings: Settings, run: FlowRun, *, at: datetime
     if delay > MAX_DELAY_SECONDS:
         return Dispatched(False, "due later than SQS's 15-minute delay: sent when it comes due", math.ceil(delay))
     key = _marker_key(run, when)
-    if not force:
+    if not (force or fresh):
         try:
             store.get_object(DISPATCH, key)
             return Dispatched(False, "already sent")
