@@ -23,7 +23,7 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 logger = Logger()
 metrics = Metrics()
-# A paused pool's message comes back after this long (not after the queue's long visibility timeout).
+# A paused pool's run is looked at again after this long.
 PAUSED_RECHECK_SECONDS = 60
 
 
@@ -35,7 +35,7 @@ def _queues() -> Any:
 
 
 def _handle(record: SQSRecord, context: Any) -> dict[str, Any]:
-    from stratoflow.executor import InvalidMessage, QueueMessagePaused, handle_message
+    from stratoflow.executor import InvalidMessage, QueueMessagePaused, handle_message, parse_message
     from stratoflow.settings import get_settings
     from stratoflow.storage import get_server_store
 
@@ -44,11 +44,17 @@ def _handle(record: SQSRecord, context: Any) -> dict[str, Any]:
         result = handle_message(record.body, store=get_server_store(), settings=get_settings(),
                                 remaining_seconds=remaining)
     except QueueMessagePaused as exc:
-        logger.info("message left in the queue", extra={"reason": str(exc), "message_id": record.message_id})
+        # Not put back (each receive counts toward the dead-letter queue's maxReceiveCount: a pool
+        # paused for five rechecks would lose its runs there) but sent again as a fresh message,
+        # delayed; this one is then deleted as handled. A crash in between leaves two messages,
+        # and the claim runs the flow once.
         queues = _queues()
-        queues.change_visibility(queues.url_for_arn(record.event_source_arn), record.receipt_handle,
+        message_id = queues.send(queues.url_for_arn(record.event_source_arn), parse_message(record.body),
                                  PAUSED_RECHECK_SECONDS)
-        raise
+        logger.info("paused: the run waits in the queue", extra={
+            "reason": str(exc), "message_id": record.message_id, "new_message_id": message_id})
+        metrics.add_metric(name="RunsPaused", unit=MetricUnit.Count, value=1)
+        return {"flow_run_id": parse_message(record.body).flow_run_id, "outcome": "paused", "state": None}
     except InvalidMessage:
         # Back at once: after the queue's receive count it moves to the dead-letter queue.
         queues = _queues()

@@ -8,6 +8,7 @@ pool's SQS queue by the API operation, received from SQS and handed to
 from __future__ import annotations
 
 import json
+import sys
 import threading
 import uuid
 from pathlib import Path
@@ -184,24 +185,32 @@ def test_deadline_without_retries_leaves_the_run_crashed(tmp_path: Path, setting
     assert _receive(pool) == []  # nothing re-sent: no retries left
 
 
-def test_paused_pool_leaves_the_message_in_the_queue(tmp_path: Path, settings_env: None) -> None:
+def test_paused_pool_keeps_its_runs_in_the_queue_however_long_it_is_paused(
+        tmp_path: Path, settings_env: None, monkeypatch: pytest.MonkeyPatch) -> None:
     client = get_client()
     name, pool = _deploy(tmp_path, client)
     run = client.create_flow_run_from_deployment(name, parameters={"n": 1, "marker": str(tmp_path / "m")})
     client.pause_work_pool(pool)
-    messages = _receive(pool)
-    response = _handler()(sqs_event(messages, "us-east-1"), _context())
-    assert response == {"batchItemFailures": [{"itemIdentifier": messages[0].message_id}]}
-    assert client.read_flow_run(run.id).state_type == StateType.SCHEDULED
+    handler = _handler()
+    module = sys.modules[handler.__module__]
+    monkeypatch.setattr(module, "PAUSED_RECHECK_SECONDS", 0)  # recheck at once (60 s on AWS)
+    # More rechecks than the queue's maxReceiveCount (5): a message put back each time would be
+    # in the dead-letter queue by now; a fresh copy each time starts counting again.
+    assert get_settings().queue_max_receive_count < 8
+    for _ in range(8):
+        messages = _receive(pool)
+        assert len(messages) == 1
+        assert handler(sqs_event(messages, "us-east-1"), _context()) == {"batchItemFailures": []}
+        SqsQueues(get_settings()).delete(messages[0].target.url, messages[0].receipt_handle)  # as the ESM does
+        assert client.read_flow_run(run.id).state_type == StateType.SCHEDULED
     status = client.read_work_pool_status(pool)
     default = next(q for q in status["queues"] if q["name"] == "default")
-    assert default["messages_visible"] + default["messages_in_flight"] == 1  # waiting, not lost
+    assert default["messages_visible"] + default["messages_in_flight"] + default["messages_delayed"] == 1
+    assert status["dead_letter_messages"] == 0  # waiting, not lost
 
     client.resume_work_pool(pool)
-    sqs = SqsQueues(get_settings())
-    sqs.change_visibility(messages[0].target.url, messages[0].receipt_handle, 0)  # its recheck time, now
     again = _receive(pool)
-    assert _handler()(sqs_event(again, "us-east-1"), _context()) == {"batchItemFailures": []}
+    assert handler(sqs_event(again, "us-east-1"), _context()) == {"batchItemFailures": []}
     assert client.read_flow_run(run.id).state_type == StateType.COMPLETED
 
 
