@@ -100,8 +100,8 @@ def run_demo(stack_env: dict[str, str], started: float, process: subprocess.Pope
     print(f"    both finished {time.perf_counter() - t0:.1f}s after the trigger")
 
     print("==> waiting for the scheduler to fire quarter-hour-report/every-5s twice (a 5 s interval is below "
-          "EventBridge's minute: the per-minute tick creates its runs ahead, so the first may take up to a minute)",
-          flush=True)
+          "EventBridge's minute: the per-minute tick creates its runs a minute ahead; the deploy made the first "
+          "minute's)", flush=True)
     scheduled = wait_for_scheduled_runs(client, "quarter-hour-report/every-5s", count=2, timeout=60)
     client.pause_deployment("quarter-hour-report/every-5s")
     print("    paused it again (its unstarted runs are removed)")

@@ -53,7 +53,8 @@ def handle(event: dict[str, Any]) -> dict[str, Any]:
     settings = get_settings()
     if event.get("tick"):
         now = _time(event.get("time") or datetime.now(UTC).isoformat(), "time")
-        horizon = timedelta(seconds=float(event.get("horizon_seconds", os.environ.get(HORIZON_ENV, 60))))
+        default = service.TICK_HORIZON.total_seconds()
+        horizon = timedelta(seconds=float(event.get("horizon_seconds", os.environ.get(HORIZON_ENV, default))))
         runs = service.tick(get_store(), settings, now, horizon)
         logger.info("tick", extra={"tick_time": now.isoformat(), "runs_created": len(runs)})
         return {"tick": now.isoformat(), "created": [r.id for r in runs]}

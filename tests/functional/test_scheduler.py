@@ -181,13 +181,33 @@ def test_tick_cursor_survives_restart_without_skipping_or_repeating(store: Store
 
 def test_tick_horizon_creates_runs_ahead_once(store: Store, settings: Settings) -> None:
     dep = deploy(store, [DeploymentSchedule(id="i", schedule=IntervalSchedule(interval=30))])
+    # The deployment change made the first minute's runs at once, as a tick would have ahead.
+    assert slots_of(runs_of(store, dep)) == [minute(0) + timedelta(seconds=30), minute(1)]
     first = service.tick(store, settings, minute(0), timedelta(minutes=2))
     assert slots_of(sorted(first, key=lambda r: r.expected_start_time or r.created)) == [
-        minute(0) + timedelta(seconds=30 * k) for k in range(1, 5)]
+        minute(0) + timedelta(seconds=30 * k) for k in range(3, 5)]
     more = service.tick(store, settings, minute(1), timedelta(minutes=2))
     assert slots_of(sorted(more, key=lambda r: r.expected_start_time or r.created)) == [
         minute(2) + timedelta(seconds=30), minute(3)]
     assert len(runs_of(store, dep)) == 6
+
+
+def test_a_deployment_change_makes_the_next_minute_of_tick_runs_at_once(
+        store: Store, settings: Settings, clock: FakeClock, provisioner: EventBridgeProvisioner) -> None:
+    """A schedule EventBridge cannot express (here every 5 s) starts on time after a deploy, not
+    at the next per-minute tick; one EventBridge fires itself gets no run ahead."""
+    fast = DeploymentSchedule(id="fast", schedule=IntervalSchedule(interval=5))
+    dep = deploy(store, [fast, every("*/5 * * * *", sid="eb")])
+    made = runs_of(store, dep)
+    assert slots_of(made) == [clock() + timedelta(seconds=5 * k) for k in range(1, 13)]
+    assert all(":fast:" in (r.idempotency_key or "") for r in made)
+    # Once only: the same change seen again, and the tick after it, add nothing.
+    service.on_deployment_changed(store, settings, None, dep, provisioner=provisioner, now=clock())
+    assert service.tick(store, settings, clock(), service.TICK_HORIZON) == []
+    assert len(runs_of(store, dep)) == 12
+    # A paused deployment gets none.
+    other = deploy(store, [fast], name="paused-one", paused=True)
+    assert runs_of(store, other) == []
 
 
 def test_tick_skips_translatable_schedules_unless_asked(store: Store, settings: Settings) -> None:
@@ -204,7 +224,7 @@ def test_tick_never_backfills_more_than_the_catchup(store: Store, settings: Sett
     service.tick(store, settings, minute(0))
     created = service.tick(store, settings, minute(0) + timedelta(days=3))
     assert len(created) == 60  # the last hour only
-    assert len(runs_of(store, dep)) == 60
+    assert len(runs_of(store, dep)) == 1 + 60  # and the first minute's, made when it was deployed
 
 
 # -- pausing and changing ----------------------------------------------------------------------
@@ -220,9 +240,11 @@ def test_pausing_the_deployment_stops_new_runs_and_removes_future_ones(
     assert service.tick(store, settings, clock.advance(minutes=10)) == []
     resumed = ops.set_deployment_paused(store, dep.id, False)
     service.on_deployment_changed(store, settings, paused, resumed, provisioner=provisioner, now=clock())
-    assert service.tick(store, settings, clock()) == []  # starts from the resume: no slot of the pause
+    # From the resume on, no slot of the pause; the resume made the next minute's run at once.
+    assert slots_of(runs_of(store, dep)) == [minute(1), minute(2), minute(3), minute(14)]
+    assert service.tick(store, settings, clock()) == []
     made = service.tick(store, settings, clock.advance(minutes=2))
-    assert slots_of(sorted(made, key=lambda r: r.expected_start_time or r.created)) == [minute(14), minute(15)]
+    assert slots_of(sorted(made, key=lambda r: r.expected_start_time or r.created)) == [minute(15)]
 
 
 def test_changing_a_schedule_removes_its_unstarted_future_runs(

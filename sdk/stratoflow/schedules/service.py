@@ -48,6 +48,9 @@ MAX_CATCHUP = timedelta(hours=1)
 MAX_SLOTS_PER_TICK = 1000
 # An EventBridge invocation's slot is matched to the schedule's slot within this much.
 FIRE_TOLERANCE = timedelta(seconds=59)
+# The per-minute tick creates the runs of the next minute ahead, so they are on time; a deployment
+# change does the same for its tick schedules at once (not at the next tick, up to a minute late).
+TICK_HORIZON = timedelta(seconds=60)
 
 
 class ScheduleProvisioner(Protocol):
@@ -215,44 +218,50 @@ def tick(store: Store, settings: Settings, now: datetime, horizon: timedelta = t
     each unpaused deployment, and advance the cursors. ``scope="tick"`` (what the per-minute
     EventBridge tick does) covers only the schedules EventBridge cannot express, which have no
     schedule of their own; ``"all"`` covers every schedule. Returns the runs it created."""
-    from stratoflow.api.errors import Unprocessable
-
     now = utc(now)
-    until = now + horizon
     created: list[FlowRun] = []
     for deployment in _deployments(store):
-        if deployment.paused:
+        created += _tick_deployment(store, settings, deployment, now, now + horizon, scope)
+    return created
+
+
+def _tick_deployment(store: Store, settings: Settings, deployment: Deployment, now: datetime, until: datetime,
+                     scope: Literal["tick", "all"]) -> list[FlowRun]:
+    from stratoflow.api.errors import Unprocessable
+
+    created: list[FlowRun] = []
+    if deployment.paused:
+        return created
+    for schedule in deployment.schedules:
+        if not schedule.active:
             continue
-        for schedule in deployment.schedules:
-            if not schedule.active:
-                continue
-            if scope == "tick" and translate(schedule.schedule).on_eventbridge:
-                continue
-            cursor = _read_cursor(store, deployment, schedule, now)
-            slots = next_slots(schedule.schedule, cursor.at, until=until, count=MAX_SLOTS_PER_TICK)
-            reached = until if len(slots) < MAX_SLOTS_PER_TICK else slots[-1]
-            done = cursor.at  # the last slot handled
-            for slot in slots:
-                try:
-                    made = _create_run(store, settings, deployment, schedule, slot)
-                except Unprocessable as exc:  # e.g. its parameters break the deployment's schema
-                    logger.error("schedule %s of deployment %s: slot %s skipped: %s", schedule.id, deployment.id,
-                                 slot.isoformat(), exc)
-                    done = slot
-                    continue
-                except Exception:
-                    logger.exception("schedule %s of deployment %s: stopping at slot %s", schedule.id,
-                                     deployment.id, slot.isoformat())
-                    reached = done
-                    break
-                if made is None:  # the deployment was paused meanwhile
-                    reached = done
-                    break
+        if scope == "tick" and translate(schedule.schedule).on_eventbridge:
+            continue
+        cursor = _read_cursor(store, deployment, schedule, now)
+        slots = next_slots(schedule.schedule, cursor.at, until=until, count=MAX_SLOTS_PER_TICK)
+        reached = until if len(slots) < MAX_SLOTS_PER_TICK else slots[-1]
+        done = cursor.at  # the last slot handled
+        for slot in slots:
+            try:
+                made = _create_run(store, settings, deployment, schedule, slot)
+            except Unprocessable as exc:  # e.g. its parameters break the deployment's schema
+                logger.error("schedule %s of deployment %s: slot %s skipped: %s", schedule.id, deployment.id,
+                             slot.isoformat(), exc)
                 done = slot
-                if made[1]:
-                    created.append(made[0])
-            if reached > cursor.at or cursor.fresh:
-                _write_cursor(store, deployment, schedule, cursor, reached)
+                continue
+            except Exception:
+                logger.exception("schedule %s of deployment %s: stopping at slot %s", schedule.id,
+                                 deployment.id, slot.isoformat())
+                reached = done
+                break
+            if made is None:  # the deployment was paused meanwhile
+                reached = done
+                break
+            done = slot
+            if made[1]:
+                created.append(made[0])
+        if reached > cursor.at or cursor.fresh:
+            _write_cursor(store, deployment, schedule, cursor, reached)
     return created
 
 
@@ -351,6 +360,7 @@ def on_deployment_changed(store: Store, settings: Settings, before: Deployment |
     now = utc(now or _now())
     ids = {s.id for s in after.schedules} | ({s.id for s in before.schedules} if before is not None else set())
     delete_stale_runs(store, after, now, ids)
+    restarted = False
     for schedule_id in ids:
         old, new = _effective(before, schedule_id), _effective(after, schedule_id)
         if old is not None and new is not None and fingerprint(old) == fingerprint(new):
@@ -361,7 +371,12 @@ def on_deployment_changed(store: Store, settings: Settings, before: Deployment |
             continue
         # Started or changed: the tick fires it from now on (not the slots it was off or different).
         _restart_cursor(store, after, new, now)
+        restarted = True
     (provisioner or default_provisioner(settings)).sync_deployment(after)
+    if restarted and not after.paused:
+        # The tick's schedules get their next minute of runs now, as the tick would have made
+        # them ahead: a schedule every few seconds starts on time, not at the next tick.
+        _tick_deployment(store, settings, after, now, now + TICK_HORIZON, "tick")
 
 
 def on_deployment_deleted(store: Store, settings: Settings, deployment: Deployment, *,
