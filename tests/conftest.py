@@ -86,19 +86,27 @@ class ApiBackend:
         self.stack = stack
         self.env: dict[str, str] = dict(stack.env)
         self._store: Any = None
+        self._result_key: str | None = None
 
     def reset(self) -> None:
         """Forget everything: moto's state goes, the tables and bucket are created again."""
+        from stratoflow import _aws
         from stratoflow.settings import Settings
         from stratoflow.storage.dynamodb import DynamoDBStore
+        from stratoflow.storage.keys import ensure_result_key_secret
 
+        settings = Settings()  # the stack's (read from the environment the test fixture just set)
+        secret = self.env["STRATOFLOW_RESULT_KEY_SECRET"]
+        if self._result_key is None:  # the stack's processes keep the key they read: keep the same one
+            self._result_key = _aws.client("secretsmanager", settings).get_secret_value(
+                SecretId=secret)["SecretString"]
         request = urllib.request.Request(f"{self.stack.moto_url}/moto-api/reset", method="POST", data=b"")
         with urllib.request.urlopen(request, timeout=30) as response:
             response.read()
         if self._store is None:
-            # Settings of the stack (read from the environment the test fixture just set).
-            self._store = DynamoDBStore(Settings())
+            self._store = DynamoDBStore(settings)
         self._store.ensure_resources()
+        ensure_result_key_secret(settings, secret, self._result_key)
 
     def stop(self) -> None:
         code = self.stack.stop()

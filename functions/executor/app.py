@@ -23,6 +23,12 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 logger = Logger()
 metrics = Metrics()
+if os.environ.get("AWS_LAMBDA_FUNCTION_NAME"):
+    # Flow code runs in child processes of this environment (stratoflow.sandbox): non-dumpable, this
+    # process's memory and environment (the role's credentials) are closed to them.
+    from stratoflow.sandbox.runner import harden
+
+    harden()
 # A paused pool's run is looked at again after this long.
 PAUSED_RECHECK_SECONDS = 60
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from stratoflow.settings import Settings
 
-EMBEDDED_CREDENTIALS = {"aws_access_key_id": "stratoflow-local", "aws_secret_access_key": "stratoflow-local"}
+EMBEDDED_CREDENTIALS = {"aws_access_key_id": "stratoflow-local", "aws_secret_access_key": "stratoflow-local"}  # nosec B105  # moto's placeholder keys for the in-process cloud, not a secret
 
 _lock = threading.Lock()
 _clients: dict[tuple[str, str, str | None, str], Any] = {}

@@ -72,6 +72,7 @@ class HttpTransport:
         backoff_max: float = DEFAULT_BACKOFF_MAX,
         sign: bool = True,
         credentials: Any = None,
+        token: str | None = None,
     ) -> None:
         parts = urlsplit(base_url.rstrip("/"))
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -86,7 +87,9 @@ class HttpTransport:
         self.max_attempts = max(1, max_attempts)
         self.backoff_base = backoff_base
         self.backoff_max = backoff_max
-        self._sign = sign
+        # A bearer token (the sandbox gateway's) replaces SigV4: the process holds no AWS credentials.
+        self._token = token
+        self._sign = sign and token is None
         self._credentials = credentials
         self._credentials_resolved = credentials is not None
         self._local = threading.local()
@@ -113,6 +116,8 @@ class HttpTransport:
         return self._credentials
 
     def _signed_headers(self, method: str, url: str, body: bytes | None, headers: dict[str, str]) -> dict[str, str]:
+        if self._token is not None:
+            return {**headers, "Authorization": f"Bearer {self._token}"}
         creds = self._get_credentials()
         if creds is None:
             return headers
@@ -187,11 +192,36 @@ class HttpTransport:
                 retry_after = _retry_after(response.getheader("Retry-After"))
             if attempt == self.max_attempts:
                 break
-            delay = retry_after if retry_after is not None else random.uniform(
+            delay = retry_after if retry_after is not None else random.uniform(  # nosec B311  # backoff jitter, nothing secret
                 0, min(self.backoff_max, self.backoff_base * 2 ** (attempt - 1)))
             logger.debug("%s %s failed (%s); retry %d in %.3fs", method, path, last_error, attempt, delay)
             time.sleep(delay)
         raise ApiUnavailable(f"{method} {path} failed after {self.max_attempts} attempts: {last_error}")
+
+    def request_bytes(self, method: str, path: str, *, data: bytes | None = None,
+                      query: Mapping[str, Any] | None = None) -> bytes:
+        """One request with a raw body and a raw answer (blobs through the sandbox gateway); errors
+        as ``request``. Not retried: the caller's operation is retried as a whole."""
+        target = self._base_path + path
+        params = {k: v for k, v in (query or {}).items() if v is not None}
+        if params:
+            target += "?" + urlencode(params)
+        url = f"{self._scheme}://{self._host}{'' if self._port is None else f':{self._port}'}{target}"
+        headers = {"Accept": "*/*", "Host": urlsplit(url).netloc}
+        if data is not None:
+            headers["Content-Type"] = "application/octet-stream"
+        headers = self._signed_headers(method, url, data, headers)
+        conn = self._connection()
+        try:
+            conn.request(method, target, body=data, headers=headers)
+            response = conn.getresponse()
+            payload = response.read()
+        except (OSError, http.client.HTTPException) as exc:
+            self._drop_connection()
+            raise ApiUnavailable(f"{method} {path} failed: {type(exc).__name__}: {exc}") from exc
+        if response.status >= 400:
+            self._decode(method, path, response.status, payload)
+        return payload
 
     def _decode(self, method: str, path: str, status: int, data: bytes) -> Any:
         try:
@@ -269,15 +299,15 @@ def _result_of(payload: dict[str, Any]) -> Any:
                                reason=payload.get("reason"), rule=payload.get("rule"))
 
 
-_transports: dict[tuple[str, str], HttpTransport] = {}
+_transports: dict[tuple[str, str, str | None], HttpTransport] = {}
 _transports_lock = threading.Lock()
 
 
-def get_transport(base_url: str, region: str) -> HttpTransport:
-    """One transport per API URL and region for the process."""
-    key = (base_url, region)
+def get_transport(base_url: str, region: str, token: str | None = None) -> HttpTransport:
+    """One transport per API URL, region (and sandbox token) for the process."""
+    key = (base_url, region, token)
     with _transports_lock:
         transport = _transports.get(key)
         if transport is None:
-            transport = _transports[key] = HttpTransport(base_url, region=region)
+            transport = _transports[key] = HttpTransport(base_url, region=region, token=token)
         return transport

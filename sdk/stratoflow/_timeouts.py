@@ -20,20 +20,26 @@ from typing import Any
 _main_deadlines: list[tuple[float, Any]] = []
 
 
+# Deadlines that have fired: each raises once. (Re-arming for a fired one fired it again every
+# 0.1 ms until its scope ended, and one of those landed in the handler of the first.)
+_fired: set[int] = set()
+
+
 def _arm_main() -> None:
-    if not _main_deadlines:
+    pending = [d[0] for d in _main_deadlines if id(d) not in _fired]
+    if not pending:
         signal.setitimer(signal.ITIMER_REAL, 0)
         return
-    deadline = min(d[0] for d in _main_deadlines)
-    signal.setitimer(signal.ITIMER_REAL, max(deadline - time.monotonic(), 1e-4))
+    signal.setitimer(signal.ITIMER_REAL, max(min(pending) - time.monotonic(), 1e-4))
 
 
 def _on_alarm(signum: int, frame: Any) -> None:
     now = time.monotonic()
-    due = sorted((d for d in _main_deadlines if d[0] <= now + 1e-4), key=lambda d: d[0])
+    due = sorted((d for d in _main_deadlines if d[0] <= now + 1e-4 and id(d) not in _fired), key=lambda d: d[0])
     for entry in due:
         _, action = entry
         if isinstance(action, type) and issubclass(action, BaseException):
+            _fired.add(id(entry))
             _arm_main()
             raise action("timed out after its timeout_seconds")
         # A timer someone else had set before us (e.g. pytest-timeout): hand it its signal.
@@ -69,6 +75,7 @@ def timeout_scope(seconds: float | None, exc_type: type[BaseException]) -> Itera
         yield
     finally:
         _main_deadlines.remove(entry)
+        _fired.discard(id(entry))
         if outermost:
             pending = foreign in _main_deadlines if foreign is not None else False
             if foreign is not None and pending:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
-import pickle
+import pickle  # nosec B403  # pickle.dumps only, to hash task inputs into a cache key; nothing is unpickled here
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 

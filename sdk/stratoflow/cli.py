@@ -22,6 +22,30 @@ _COLOURS = {
 _LEVELS = {10: "DEBUG", 20: "INFO", 30: "WARNING", 40: "ERROR", 50: "CRITICAL"}
 
 
+def _escape_table() -> dict[int, str]:
+    named = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+    controls = [*range(0x20), 0x7F, *range(0x80, 0xA0)]  # C0, DEL, C1 (0x9b is a CSI on some terminals)
+    escapes = {c: named.get(chr(c), f"\\x{c:02x}") for c in controls}
+    # Line/paragraph separators and bidi overrides/isolates: they reorder or break what is shown.
+    escapes.update({c: f"\\u{c:04x}" for c in (0x2028, 0x2029, *range(0x202A, 0x202F), *range(0x2066, 0x206A))})
+    return escapes
+
+
+_ESCAPES = _escape_table()
+
+
+def terminal_safe(value: Any) -> str:
+    """``str(value)`` fit for a terminal: control characters as escapes (a newline as the two
+    characters ``\\n``, ESC as ``\\x1b``, C1 controls, bidi overrides), other text as it is.
+
+    Everything the CLI prints that a run, a flow or an API client wrote (log messages, names,
+    state messages, tags) goes through this: a raw newline would forge log lines and an escape
+    sequence would drive the user's terminal. Backslashes are left alone (paths stay readable),
+    so a literal ``\\n`` and an escaped newline look alike. ``--json`` output is JSON instead.
+    """
+    return str(value).translate(_ESCAPES)
+
+
 def _colour(text: str, state_type: str | None) -> str:
     if not sys.stdout.isatty() or state_type not in _COLOURS:
         return text
@@ -30,8 +54,9 @@ def _colour(text: str, state_type: str | None) -> str:
 
 def table(rows: Sequence[Sequence[Any]], headers: Sequence[str], colour_col: int | None = None,
           colour_keys: Sequence[str | None] | None = None) -> str:
-    """Render rows as an aligned text table (colour applied after padding so widths stay right)."""
-    cells = [[str(h) for h in headers]] + [["" if c is None else str(c) for c in row] for row in rows]
+    """Render rows as an aligned text table (colour applied after padding so widths stay right);
+    cells are ``terminal_safe``-escaped, so a name with a newline stays on its row."""
+    cells = [[str(h) for h in headers]] + [["" if c is None else terminal_safe(c) for c in row] for row in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
     lines = []
     for n, row in enumerate(cells):
@@ -106,13 +131,13 @@ def cmd_flow_run_inspect(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(run.model_dump(mode="json"))
         return 0
-    print(f"Flow run {run.name!r} ({run.id})")
-    print(f"  flow        {run.flow_name}")
-    print(f"  state       {_colour(run.state_name or '-', run.state_type)}"
-          + (f" - {run.state.message}" if run.state and run.state.message else ""))
+    print(f"Flow run {run.name!r} ({terminal_safe(run.id)})")
+    print(f"  flow        {terminal_safe(run.flow_name)}")
+    print(f"  state       {_colour(terminal_safe(run.state_name or '-'), run.state_type)}"
+          + (f" - {terminal_safe(run.state.message)}" if run.state and run.state.message else ""))
     print(f"  parameters  {json.dumps(run.parameters)}")
     print(f"  run count   {run.run_count}    duration {_duration(_run_duration(run))}")
-    print(f"  tags        {', '.join(run.tags) or '-'}")
+    print(f"  tags        {terminal_safe(', '.join(run.tags) or '-')}")
     print("\nState history")
     print(table([(_dt(s.timestamp), s.name, s.message or "") for s in run.state_history],
                 ["TIME", "STATE", "MESSAGE"], 1, [s.type.value for s in run.state_history]))
@@ -141,8 +166,9 @@ def cmd_task_run_ls(args: argparse.Namespace) -> int:
 
 def _format_log(log: Any, source: str | None = None) -> str:
     ts = log.timestamp.astimezone().strftime("%H:%M:%S.%f")[:-3]
+    source = None if source is None else terminal_safe(source)
     where = f"{source:<{max(len(source), 12)}} | " if source is not None else ""
-    return f"{ts} | {where}{_LEVELS.get(log.level, log.level):<7} | {log.message}"
+    return f"{ts} | {where}{_LEVELS.get(log.level, log.level):<7} | {terminal_safe(log.message)}"
 
 
 class LogSources:
@@ -205,7 +231,8 @@ def _parse_level(level: str | None) -> int:
 
 def _print_run_state(run: Any, verb: str) -> None:
     state = run.state
-    print(f"{verb} flow run {run.name!r} ({run.id}): now {_colour(state.name if state else '-', run.state_type)}")
+    print(f"{verb} flow run {run.name!r} ({terminal_safe(run.id)}): now "
+          f"{_colour(terminal_safe(state.name) if state else '-', run.state_type)}")
 
 
 def cmd_flow_run_cancel(args: argparse.Namespace) -> int:
@@ -250,13 +277,14 @@ def cmd_deployment_inspect(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(d.model_dump(mode="json"))
         return 0
-    print(f"Deployment {d.flow_name}/{d.name} ({d.id})")
+    print(f"Deployment {terminal_safe(d.flow_name)}/{terminal_safe(d.name)} ({terminal_safe(d.id)})")
     print(f"  version     {d.version}    {'paused' if d.paused else 'active'}")
-    print(f"  entrypoint  {d.entrypoint or '-'}")
-    print(f"  work pool   {d.work_pool_name or '-'}" + (f" / {d.work_queue_name}" if d.work_queue_name else ""))
+    print(f"  entrypoint  {terminal_safe(d.entrypoint or '-')}")
+    print(f"  work pool   {terminal_safe(d.work_pool_name or '-')}"
+          + (f" / {terminal_safe(d.work_queue_name)}" if d.work_queue_name else ""))
     print(f"  parameters  {json.dumps(d.parameters)}")
     print(f"  schema      {json.dumps(d.parameter_openapi_schema) if d.parameter_openapi_schema else '-'}")
-    print(f"  tags        {', '.join(d.tags) or '-'}")
+    print(f"  tags        {terminal_safe(', '.join(d.tags) or '-')}")
     print(f"  updated     {_dt(d.updated)}")
     return 0
 

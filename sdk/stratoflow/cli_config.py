@@ -33,6 +33,7 @@ OUTPUT_SETTINGS: dict[str, str] = {
     "Region": "STRATOFLOW_REGION",
     "SchedulerTargetArn": "STRATOFLOW_SCHEDULER_TARGET_ARN",
     "SchedulerRoleArn": "STRATOFLOW_SCHEDULER_ROLE_ARN",
+    "ResultKeySecretArn": "STRATOFLOW_RESULT_KEY_SECRET",
 }
 REQUIRED_OUTPUTS = ("TablePrefix", "BucketName")
 

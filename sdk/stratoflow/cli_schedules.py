@@ -14,6 +14,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+from stratoflow.cli import terminal_safe
 from stratoflow.exceptions import StratoflowError
 
 
@@ -82,7 +83,8 @@ def cmd_schedule_ls(args: argparse.Namespace) -> int:
                            "upcoming": [slot.isoformat() for sid, slot in slots if sid == s.id]}
                           for s in dep.schedules]})
         return 0
-    print(f"Deployment {dep.flow_name}/{dep.name}" + ("  (paused: no runs are created)" if dep.paused else ""))
+    print(terminal_safe(f"Deployment {dep.flow_name}/{dep.name}")
+          + ("  (paused: no runs are created)" if dep.paused else ""))
     if not dep.schedules:
         print("  no schedules")
         return 0
@@ -142,8 +144,9 @@ def cmd_schedule_add(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(new.model_dump(mode="json"))
         return 0
-    print(f"Added schedule {new.id} to {saved.flow_name}/{saved.name}: {describe(new)} ({new.schedule.timezone}), "
-          f"fired by {_fired_by(new)}")
+    where = f"{saved.flow_name}/{saved.name}"
+    print(terminal_safe(f"Added schedule {new.id} to {where}: {describe(new)} ({new.schedule.timezone}), ")
+          + f"fired by {_fired_by(new)}")
     return 0
 
 
@@ -163,7 +166,7 @@ def _change(args: argparse.Namespace, verb: str) -> int:
         _print_json([s.model_dump(mode="json") for s in saved.schedules])
         return 0
     done = {"rm": "Removed", "pause": "Paused", "resume": "Resumed"}[verb]
-    print(f"{done} schedule {args.schedule_id} of {saved.flow_name}/{saved.name}")
+    print(terminal_safe(f"{done} schedule {args.schedule_id} of {saved.flow_name}/{saved.name}"))
     return 0
 
 

@@ -19,6 +19,7 @@ from stratoflow.cli import (
     _task_table,
     _UsageError,
     table,
+    terminal_safe,
 )
 
 
@@ -64,8 +65,8 @@ def watch_flow_run(flow_run_id: str, *, timeout: float | None = None, json_lines
                 line = json.dumps({"state": state.model_dump(mode="json")})
             else:
                 stamp = state.timestamp.astimezone().strftime("%H:%M:%S.%f")[:-3]
-                line = (f"{stamp} | {'flow':<12} | STATE   | {_colour(state.name, state.type.value)}"
-                        + (f" - {state.message}" if state.message else ""))
+                line = (f"{stamp} | {'flow':<12} | STATE   | {_colour(terminal_safe(state.name), state.type.value)}"
+                        + (f" - {terminal_safe(state.message)}" if state.message else ""))
             events.append((state.timestamp, line))
         seen_states = len(run.state_history)
         while True:
@@ -90,7 +91,8 @@ def watch_flow_run(flow_run_id: str, *, timeout: float | None = None, json_lines
                     print(_task_table(tasks))
             return 0 if run.state_type is not None and run.state_type.value == "COMPLETED" else 1
         if deadline is not None and time.monotonic() >= deadline:
-            print(f"error: flow run {flow_run_id} is still {run.state_name} after {timeout:g}s", file=sys.stderr)
+            print(f"error: flow run {terminal_safe(flow_run_id)} is still {terminal_safe(run.state_name)} after "
+                  f"{timeout:g}s", file=sys.stderr)
             return 3
         time.sleep(interval)
 
@@ -112,11 +114,12 @@ def cmd_deployment_run(args: argparse.Namespace) -> int:
         return 0
     if not args.json:
         when = run.state.state_details.scheduled_time if run.state else None
-        print(f"Created flow run {run.name!r} ({run.id}) of {run.flow_name}: "
-              f"{_colour(run.state_name or '-', run.state_type)}" + (f" for {_dt(when)}" if when else ""))
+        print(f"Created flow run {run.name!r} ({terminal_safe(run.id)}) of {terminal_safe(run.flow_name)}: "
+              f"{_colour(terminal_safe(run.state_name or '-'), run.state_type)}"
+              + (f" for {_dt(when)}" if when else ""))
         print(f"  parameters  {json.dumps(run.parameters)}")
-        queue = f" / {run.work_queue_name}" if run.work_queue_name else ""
-        print(f"  work pool   {run.work_pool_name or '-'}{queue}")
+        queue = f" / {terminal_safe(run.work_queue_name)}" if run.work_queue_name else ""
+        print(f"  work pool   {terminal_safe(run.work_pool_name or '-')}{queue}")
     if not args.watch:
         return 0
     return watch_flow_run(run.id, timeout=args.timeout, json_lines=args.json)
@@ -130,7 +133,7 @@ def cmd_work_pool_inspect(args: argparse.Namespace) -> int:
         _print_json(status)
         return 0
     pool = status["pool"]
-    print(f"Work pool {pool['name']!r} ({pool['type']}, {'paused' if pool['paused'] else 'active'})")
+    print(f"Work pool {pool['name']!r} ({terminal_safe(pool['type'])}, {'paused' if pool['paused'] else 'active'})")
     print(f"  concurrency limit  {pool.get('concurrency_limit') if pool.get('concurrency_limit') is not None else '-'}")
     print(f"  dead letters       {status['dead_letter_messages']}")
     rows = [(q["name"], q["priority"], "paused" if q["paused"] else "active",
@@ -147,7 +150,8 @@ def cmd_work_queue_create(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(queue.model_dump(mode="json"))
     else:
-        print(f"Created work queue {queue.work_pool_name}/{queue.name} (priority {queue.priority})")
+        print(f"Created work queue {terminal_safe(queue.work_pool_name)}/{terminal_safe(queue.name)} "
+              f"(priority {queue.priority})")
     return 0
 
 
@@ -160,7 +164,8 @@ def cmd_work_queue_pause(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(queue.model_dump(mode="json"))
     else:
-        print(f"Work queue {queue.work_pool_name}/{queue.name} is {'paused' if queue.paused else 'active'}")
+        print(f"Work queue {terminal_safe(queue.work_pool_name)}/{terminal_safe(queue.name)} is "
+              f"{'paused' if queue.paused else 'active'}")
     return 0
 
 

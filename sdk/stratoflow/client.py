@@ -282,7 +282,8 @@ class _HttpBackend:
 
     def set_state(self, kind: RunKind, run_id: str, state: State, force: bool) -> OrchestrationResult:
         """``POST /<kind>_runs/<id>/set_state``: the server's rules decide. A 409 ABORT comes back
-        as the result (with the rule and its reason), as the store backend returns it."""
+        as the result (with the rule and its reason), as the store backend returns it. ``force``
+        uses ``.../set_state/force``, which the caller's IAM policy must allow on its own."""
         from stratoflow.orchestration import ResponseStatus
 
         try:

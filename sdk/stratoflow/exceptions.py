@@ -79,3 +79,23 @@ class CancelledRun(StratoflowError):
 
 class MissingResult(StratoflowError):
     """The state has no persisted result to return (persist_result was off or it was dropped)."""
+
+
+# Prefect's banned characters (``prefect._internal.schemas.validators.BANNED_CHARACTERS``): names
+# of flows, deployments and concurrency-limit tags become URL path segments (``/flows/<name>``,
+# ``/concurrency_limits/<tag>``, ``FLOW/NAME``); API Gateway decodes ``%2F`` before routing, so a
+# name with ``/`` could be created but never read or deleted again.
+BANNED_CHARACTERS = ["/", "%", "&", ">", "<"]
+
+
+class InvalidNameError(StratoflowError, ValueError):
+    """Raised when a name contains characters that are not permitted (as Prefect's)."""
+
+
+def raise_on_name_with_banned_characters(name: str | None) -> str | None:
+    """``name`` unchanged, or ``InvalidNameError`` with Prefect's message when it holds a banned
+    character. A ``ValueError``, so pydantic reports it as the field's error (422 on the API)."""
+    if name is not None and any(c in name for c in BANNED_CHARACTERS):
+        raise InvalidNameError(f"Name {name!r} contains an invalid character. "
+                               f"Must not contain any of: {BANNED_CHARACTERS}.")
+    return name

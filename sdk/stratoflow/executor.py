@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
@@ -80,8 +81,10 @@ class Heartbeat:
     with the run's state writes. The janitor treats a Running run whose beat stopped as crashed.
     """
 
-    def __init__(self, store: Store, flow_run_id: str, interval: float, executor: str) -> None:
+    def __init__(self, store: Store, flow_run_id: str, interval: float, executor: str,
+                 on_cancel: Callable[[], None] | None = None) -> None:
         self.store = store
+        self.on_cancel = on_cancel
         self.flow_run_id = flow_run_id
         self.interval = interval
         self.executor = executor
@@ -101,16 +104,19 @@ class Heartbeat:
             return
         run = self.store.read_run(RunKind.FLOW, self.flow_run_id)
         if run.state is not None and run.state.type == StateType.CANCELLING:
-            from stratoflow.flows import request_cancel
+            if self.on_cancel is not None:
+                self.on_cancel()
+            else:
+                from stratoflow.flows import request_cancel
 
-            request_cancel(self.flow_run_id)
+                request_cancel(self.flow_run_id)
             self._cancel_sent = True
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval):
             try:
                 self.beat()
-            except Exception:  # a missed beat is not worth killing the run; the next one retries
+            except Exception:  # nosec B112  # a missed beat is not worth killing the run; the next one retries
                 continue
 
     def __enter__(self) -> Heartbeat:
@@ -141,15 +147,39 @@ def parse_message(body: str) -> RunMessage:
         raise InvalidMessage(f"not a run message: {where}: {first.get('msg')}") from None
 
 
-def load_flow(store: Store, settings: Settings, deployment: Deployment) -> Flow[..., Any]:
-    """The deployment's flow, from its package (cached on disk by hash and in memory here)."""
-    from stratoflow.deployments.packaging import load_entrypoint, materialize_package
+def package_root(store: Store, settings: Settings, deployment: Deployment) -> Path:
+    """The deployment's package, downloaded (only from this stack's bucket), verified and extracted
+    in the package cache: where its flow code is imported from."""
+    from stratoflow.deployments.packaging import materialize_package, package_uri_problem
 
     if not deployment.entrypoint:
         raise StratoflowError(f"deployment {deployment.flow_name}/{deployment.name} has no entrypoint")
     if not deployment.package_uri or not deployment.package_sha256:
         raise StratoflowError(f"deployment {deployment.flow_name}/{deployment.name} has no package: deploy it "
                               "with `stratoflow deploy` (or give package_uri and package_sha256)")
+    problem = package_uri_problem(deployment.package_uri, deployment.package_sha256, settings.bucket)
+    if problem is not None:
+        raise StratoflowError(f"deployment {deployment.flow_name}/{deployment.name}: {problem}; refusing to "
+                              "download it (deploy it again)")
+    return materialize_package(deployment.package_uri, deployment.package_sha256, get_blob=store.get_blob,
+                               cache_root=settings.package_cache_dir)
+
+
+def load_flow(store: Store, settings: Settings, deployment: Deployment) -> Flow[..., Any]:
+    """The deployment's flow, from its package (cached on disk by hash and in memory here).
+    Only ``s3://<this stack's bucket>/packages/<sha256>.zip`` is fetched: a record pointing
+    elsewhere (written before the API checked it, or directly in the table) is refused."""
+    from stratoflow.deployments.packaging import load_entrypoint, materialize_package, package_uri_problem
+
+    if not deployment.entrypoint:
+        raise StratoflowError(f"deployment {deployment.flow_name}/{deployment.name} has no entrypoint")
+    if not deployment.package_uri or not deployment.package_sha256:
+        raise StratoflowError(f"deployment {deployment.flow_name}/{deployment.name} has no package: deploy it "
+                              "with `stratoflow deploy` (or give package_uri and package_sha256)")
+    problem = package_uri_problem(deployment.package_uri, deployment.package_sha256, settings.bucket)
+    if problem is not None:
+        raise StratoflowError(f"deployment {deployment.flow_name}/{deployment.name}: {problem}; refusing to "
+                              "download it (deploy it again)")
     key = (deployment.package_sha256, deployment.entrypoint)
     with _flows_lock:
         cached = _flows.get(key)
@@ -205,11 +235,57 @@ def flow_run_limits(store: Store, run: FlowRun, deployment: Deployment,
     return limits
 
 
+def _execute_isolated(store: Store, settings: Settings, run: FlowRun, deployment: Deployment, root: Path,
+                      deadline: float | None) -> MessageResult:
+    """Run the flow in a sandboxed process (``stratoflow.sandbox``) and decide from the stored run,
+    as this runtime reads it, what became of it: the child's own account is only a message."""
+    from stratoflow.sandbox.runtime import RunningChild, execute_isolated
+    from stratoflow.states import Crashed
+    from stratoflow.workpools.dispatch import dispatch_run
+
+    children: list[RunningChild] = []
+
+    def cancel() -> None:
+        for child in children:
+            child.cancel()
+
+    assert deployment.entrypoint is not None
+    with Heartbeat(store, run.id, settings.heartbeat_interval, executor_identity(), on_cancel=cancel):
+        outcome = execute_isolated(store, settings, run, root=root, entrypoint=deployment.entrypoint,
+                                   deadline_seconds=deadline, inline_retry_max=settings.inline_retry_max,
+                                   on_start=children.append)
+    after = store.read_run(RunKind.FLOW, run.id)
+    assert isinstance(after, FlowRun)
+    if outcome.load_error is not None:
+        result, after = set_run_state(store, RunKind.FLOW, after, Failed(
+            message=f"could not load the flow: {outcome.load_error}"))
+        failed = result.state is not None and result.state.type == StateType.FAILED
+        return MessageResult(Outcome.FAILED if failed else Outcome.DUPLICATE, run.id, after.state_name,
+                             outcome.load_error)
+    if not outcome.claimed:
+        if outcome.run_again_at is not None and after.state is not None and after.state.type == StateType.SCHEDULED:
+            dispatch_run(store, settings, after, force=True)
+            return MessageResult(Outcome.REQUEUED, run.id, after.state_name, outcome.reason, outcome.run_again_at)
+        return MessageResult(Outcome.DUPLICATE, run.id, after.state_name, outcome.reason)
+    if after.state is not None and after.state.type in (StateType.PENDING, StateType.RUNNING):
+        # The child claimed the run and ended without finishing it (killed, or it exited).
+        how = "was killed past its deadline" if outcome.killed else f"ended with exit code {outcome.exit_code}"
+        _, after = set_run_state(store, RunKind.FLOW, after, Crashed(
+            message=f"the flow's process {how} before the run finished"))
+        assert isinstance(after, FlowRun)
+    state = after.state
+    if state is not None and state.type == StateType.SCHEDULED:
+        dispatch_run(store, settings, after, force=True)
+        return MessageResult(Outcome.REQUEUED, run.id, after.state_name, state.message,
+                             state.state_details.scheduled_time)
+    return MessageResult(Outcome.RAN, run.id, after.state_name, outcome.reason or (state.message if state else None))
+
+
 def _wait_for_slot(store: Store, settings: Settings, run: FlowRun, full: concurrency.Limit) -> MessageResult:
     """The limit is full: the run waits as AwaitingConcurrencySlot and is sent again shortly."""
     from stratoflow.workpools.dispatch import dispatch_run
 
-    when = now() + timedelta(seconds=SLOT_RECHECK_SECONDS * (1 + random.random()))
+    when = now() + timedelta(seconds=SLOT_RECHECK_SECONDS * (1 + random.random()))  # nosec B311  # jitter of a recheck time, nothing secret
     result, after = set_run_state(store, RunKind.FLOW, run, AwaitingConcurrencySlot(
         scheduled_time=when, message=f"the concurrency limit {full.label} ({full.size}) is full"))
     assert isinstance(after, FlowRun)
@@ -245,11 +321,14 @@ def handle_message(
     if reason is not None:
         raise QueueMessagePaused(reason)
 
+    isolated = settings.flow_isolation == "process"
     try:
         if run.deployment_id is None:
             raise StratoflowError("the run has no deployment: nothing says which code to run")
         deployment = read_deployment(store, run.deployment_id)
-        flow = load_flow(store, settings, deployment)
+        # Isolated, the flow's code is imported in its own process only, never here.
+        root = package_root(store, settings, deployment) if isolated else None
+        flow = None if isolated else load_flow(store, settings, deployment)
     except Exception as exc:
         # One delivery records the failure (conditional from Scheduled); duplicates see it done.
         result, after = set_run_state(store, RunKind.FLOW, run, Failed(
@@ -267,6 +346,12 @@ def handle_message(
     deadline = None
     if remaining_seconds is not None:
         deadline = max(remaining_seconds() - settings.executor_deadline_margin, 0.0)
+    if root is not None:
+        try:
+            return _execute_isolated(store, settings, run, deployment, root, deadline)
+        finally:
+            concurrency.release_all(store, limits, run.id)
+    assert flow is not None
     try:
         with Heartbeat(store, run.id, settings.heartbeat_interval, executor_identity()):
             execution = execute_flow_run(flow, run, store=store, settings=settings, deadline_seconds=deadline,

@@ -23,7 +23,7 @@ from pydantic_core import to_jsonable_python
 
 from stratoflow import results as _results
 from stratoflow.context import FlowRunContext, current_tags, flow_run_ctx
-from stratoflow.exceptions import FlowRunTimeout, ParameterValidationError
+from stratoflow.exceptions import FlowRunTimeout, ParameterValidationError, raise_on_name_with_banned_characters
 from stratoflow.futures import StratoflowFuture
 from stratoflow.logs import get_log_buffer, install_print_hook, print_to_log, run_logger
 from stratoflow.models import Flow as FlowRecord
@@ -105,7 +105,10 @@ class Flow(Generic[P, R]):
         if timeout_seconds is not None and timeout_seconds <= 0:
             raise ValueError("timeout_seconds must be > 0")
         self.fn = fn
-        self.name = name or fn.__name__.replace("_", "-")
+        # As Prefect: a flow's name is a path segment of the API (/flows/<name>), so it must not
+        # hold / % & > < (InvalidNameError); a lambda's "<lambda>" becomes "unknown-lambda".
+        self.name = name or fn.__name__.replace("_", "-").replace("<lambda>", "unknown-lambda")
+        raise_on_name_with_banned_characters(self.name)
         self.description = description or inspect.getdoc(fn)
         self.version = version or _file_hash(fn)
         self.flow_run_name = flow_run_name
@@ -308,7 +311,12 @@ def _final_state_from_return(value: Any, store: Store, settings: Any, persist: b
         try:
             state.result_ref = _results.persist_value(store, value, inline_max=settings.result_inline_max_bytes,
                                                       prefix=settings.results_prefix)
-        except Exception:
+        except Exception as exc:
+            import logging
+
+            logging.getLogger("stratoflow.flow_runs").warning(
+                "Result of type %s is not persisted (%s: %s); it is available in this process only",
+                type(value).__name__, type(exc).__name__, exc)
             state.state_details.untrackable_result = True
     return state.with_data(value)
 

@@ -4,6 +4,9 @@ Records go to a process-wide buffer; a background thread writes them to the logs
 ``log_flush_interval`` seconds or as soon as ``log_batch_size`` are waiting. A run's end flushes
 synchronously, so a finished run's logs are all stored when the call returns. A hard crash
 loses at most one interval of logs; the run's states are not delayed by logging.
+
+Every line gets its id when it is emitted (``log_id``); stores key lines by timestamp and id, so
+a write that is retried (a request whose answer was lost) stores no second copy.
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ from __future__ import annotations
 import builtins
 import itertools
 import logging
+import os
+import secrets
 import sys
 import threading
 from contextvars import ContextVar
@@ -24,6 +29,37 @@ if TYPE_CHECKING:
 
 _seq = itertools.count(1)
 _print_to_log: ContextVar[bool] = ContextVar("stratoflow_log_prints", default=False)
+
+
+def _new_tag() -> str:
+    return secrets.token_hex(6)
+
+
+# This process's part of every log id. A forked child gets its own: it inherits the counter too,
+# and the two must not give out the same ids.
+_tag = _new_tag()
+
+
+def _retag() -> None:
+    global _tag
+    _tag = _new_tag()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_retag)
+
+
+def log_id(seq: int) -> str:
+    """The id of this process's log line number ``seq``: ``<process tag>-<seq, 10 digits>``.
+
+    Stored after the timestamp in the line's key, so a line written twice (a retried batch) is
+    one item, and lines of one process with the same timestamp keep their emitted order."""
+    return f"{_tag}-{seq:010d}"
+
+
+def new_log_id() -> str:
+    """A fresh id for a line that was made without one."""
+    return log_id(next(_seq))
 
 
 class LogBuffer:
@@ -110,9 +146,10 @@ class RunLogHandler(logging.Handler):
             message = record.getMessage()
             if record.exc_info:
                 message += "\n" + logging.Formatter().formatException(record.exc_info)
+            seq = next(_seq)
             get_log_buffer(store).add(Log(
                 flow_run_id=flow_run_id, task_run_id=task_run_id, name=record.name, level=record.levelno,
-                message=message, timestamp=datetime.fromtimestamp(record.created, UTC), seq=next(_seq),
+                message=message, timestamp=datetime.fromtimestamp(record.created, UTC), seq=seq, id=log_id(seq),
             ))
         except Exception:
             self.handleError(record)
@@ -206,7 +243,7 @@ def _print(*args: Any, **kwargs: Any) -> None:
         try:
             get_run_logger().info(sep.join(str(a) for a in args), extra={"stratoflow_print": True})
             return
-        except Exception:
+        except Exception:  # nosec B110  # no run logger here: print as print would, below
             pass
     _original_print(*args, **kwargs)
 

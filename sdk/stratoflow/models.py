@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 import uuid
 from datetime import datetime, timedelta
@@ -13,7 +14,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from stratoflow.schedules.models import DeploymentSchedule
 from stratoflow.states import State, StateType, now
 
-_ids = random.Random()
+_ids = random.Random()  # nosec B311  # ids must be unique, not secret: every API caller can list them, IAM guards access
+# A forked process (the sandbox's children, multiprocessing) must not repeat its parent's ids.
+os.register_at_fork(after_in_child=_ids.seed)
 
 
 def new_id() -> str:
@@ -181,6 +184,9 @@ class Log(_Record):
     timestamp: datetime = Field(default_factory=now)
     # Tie-breaker so logs with the same timestamp keep the order they were emitted in.
     seq: int = 0
+    # Given when the line is emitted (stratoflow.logs.new_log_id) and part of its storage key, so
+    # writing the same line again (a retried request) replaces it instead of adding a copy.
+    id: str | None = None
 
 
 class CacheEntry(_Record):

@@ -13,4 +13,4 @@ ANIMALS = ("alpaca", "badger", "cheetah", "dingo", "egret", "falcon", "gecko", "
 
 
 def generate_run_name() -> str:
-    return f"{random.choice(ADJECTIVES)}-{random.choice(ANIMALS)}"
+    return f"{random.choice(ADJECTIVES)}-{random.choice(ANIMALS)}"  # nosec B311  # a display name for a run, nothing secret

@@ -58,6 +58,20 @@ def _stored_input(store: Store, flow_run_id: str, key: str) -> dict[str, Any] | 
         return None
 
 
+def _input_on_the_run(run: Any, key: str) -> dict[str, Any] | None:
+    """The input a resume recorded on the run's state (``Resuming``), for this pause's key, when
+    the objects table is out of reach (a flow running over the API)."""
+    import json
+
+    for state in reversed(run.state_history):
+        keyset = state.state_details.run_input_keyset or {}
+        if state.state_details.pause_key == key and state.type.value == "PAUSED":
+            return None  # the latest pause with this key came after any resume: not resumed yet
+        if keyset.get("key") == key and "input" in keyset:
+            return dict(json.loads(keyset["input"]))
+    return None
+
+
 def _schema(wait_for_input: type[BaseModel] | None) -> dict[str, Any] | None:
     return wait_for_input.model_json_schema() if wait_for_input is not None else None
 
@@ -113,6 +127,8 @@ def suspend_flow_run(timeout: float = 3600, *, wait_for_input: type[BaseModel] |
     the run's next attempt), return the resume's input instead."""
     ctx = _context()
     stored = _stored_input(ctx.store, ctx.flow_run.id, key)
+    if stored is None:
+        stored = _input_on_the_run(ctx.flow_run, key)
     if stored is not None:
         return wait_for_input.model_validate(stored) if wait_for_input is not None else stored
     _propose_pause(ctx, timeout, key, reschedule=True, wait_for_input=wait_for_input)
@@ -134,12 +150,19 @@ def check_run_input(schema_json: str | None, run_input: dict[str, Any]) -> None:
         return
     import json
 
-    from jsonschema.validators import validator_for
+    from stratoflow.safe_jsonschema import RegexBudgetExceeded, UnsafeSchema, validation_errors
 
     schema = json.loads(schema_json)
+    # The schema comes from flow code: patterns run on RE2 under a budget and no $ref is fetched,
+    # so no pause can hold the API's resume request (stratoflow.safe_jsonschema).
+    try:
+        found = validation_errors(schema, run_input)
+    except UnsafeSchema as exc:
+        raise ValueError(f"run_input: the pause's schema cannot be checked safely: {exc.message}") from None
+    except RegexBudgetExceeded as exc:
+        raise ValueError(f"run_input: too costly to check against the pause's patterns ({exc})") from None
     # Errors about a given field first, then missing ones (named by the missing field).
-    errors = sorted(validator_for(schema)(schema).iter_errors(run_input),
-                    key=lambda e: (not e.absolute_path, [str(p) for p in e.absolute_path]))
+    errors = sorted(found, key=lambda e: (not e.absolute_path, [str(p) for p in e.absolute_path]))
     if errors:
         err = errors[0]
         path = [str(p) for p in err.absolute_path]

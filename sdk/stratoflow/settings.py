@@ -18,7 +18,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 _STACK_VARS = ("STRATOFLOW_TABLE_PREFIX", "STRATOFLOW_BUCKET", "STRATOFLOW_API_URL",
@@ -39,6 +39,11 @@ class Settings(BaseSettings):
     table_prefix: str = "stratoflow"
     bucket: str = "stratoflow-local"
     results_prefix: str = "results/"
+    # The key that signs results (stratoflow.storage.keys): given directly (hex), or the Secrets
+    # Manager secret holding it (the stack's ResultKeySecretArn output). The embedded backend
+    # keeps one in the local home.
+    result_key: SecretStr | None = None
+    result_key_secret: str | None = None
 
     # Results: inline in the run item up to this size, S3 above it.
     result_inline_max_bytes: int = 16 * 1024
@@ -78,8 +83,21 @@ class Settings(BaseSettings):
     # Executors and workers: where packages are cached (keyed by their sha256), how often a
     # running flow run reports a heartbeat, how long before Lambda's deadline a run is stopped,
     # and the longest retry delay waited out in place (longer ones release the compute).
-    package_cache_dir: Path = Path("/tmp/stratoflow-packages")
+    # The cache is per user (whoever can write it chooses the code that runs): created 0700,
+    # refused when someone else owns it or can write to it (stratoflow.deployments.packaging).
+    package_cache_dir: Path = Field(default_factory=lambda: (
+        Path(os.environ["XDG_CACHE_HOME"]) / "stratoflow" / "packages" if os.environ.get("XDG_CACHE_HOME")
+        else Path("/tmp") / f"stratoflow-packages-{os.getuid() if hasattr(os, 'getuid') else 'user'}"))  # nosec B108  # per-user directory, refused unless this user owns it and no one else can write it (packaging)
     heartbeat_interval: float = 10.0
+    # Where a deployment's flow code runs (stratoflow.sandbox): "process" (the default for the
+    # executor and workers) runs it in a child process holding none of the runtime's credentials,
+    # whose store requests go through the runtime's gateway, scoped to its run; "none" runs it in
+    # the runtime's own process (trusted code only). On AWS the child gets the credentials of
+    # ``flow_run_role_arn`` when it is set (the template's FlowRunRole), else none.
+    flow_isolation: Literal["process", "none"] = "process"
+    flow_run_role_arn: str | None = None
+    # Set in a sandboxed child only: its bearer token at the runtime's gateway (STRATOFLOW_API_URL).
+    runtime_token: SecretStr | None = None
     executor_deadline_margin: float = 15.0
     inline_retry_max: float = 30.0
     # On AWS: the executor function every new `lambda` pool queue is mapped to (SQS event source

@@ -7,6 +7,7 @@ This module is pure: no I/O, no boto3.
 
 from __future__ import annotations
 
+import os
 import random
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -14,7 +15,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
-_ids = random.Random()
+_ids = random.Random()  # nosec B311  # ids must be unique, not secret: every API caller can list them, IAM guards access
+# A forked process (the sandbox's children, multiprocessing) must not repeat its parent's ids.
+os.register_at_fork(after_in_child=_ids.seed)
 
 
 def _hex_id() -> str:

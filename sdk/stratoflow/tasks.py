@@ -18,6 +18,7 @@ import functools
 import hashlib
 import heapq
 import inspect
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -30,7 +31,7 @@ from stratoflow.context import TaskRunContext, current_tags, flow_run_ctx, task_
 from stratoflow.exceptions import Abort, StaleRunError, TaskRunTimeout, UpstreamTaskError
 from stratoflow.futures import StratoflowFuture, StratoflowFutureList, resolve_futures
 from stratoflow.logs import print_to_log, run_logger
-from stratoflow.models import FlowRun, RetryPolicy, TaskRun, expiration_from
+from stratoflow.models import CacheEntry, FlowRun, RetryPolicy, TaskRun, expiration_from
 from stratoflow.orchestration import (
     TASK_POLICY,
     OrchestrationContext,
@@ -130,6 +131,29 @@ class _Flusher:
 _flusher = _Flusher()
 
 
+def verified_cache_lookup(store: Store) -> Callable[[str], CacheEntry | None]:
+    """``store.read_cache`` that answers a miss for an entry whose result this stack's runners did
+    not sign (a poisoned entry written through the API): the task then runs instead of loading it."""
+
+    def lookup(key: str) -> CacheEntry | None:
+        entry = store.read_cache(key)
+        if entry is None:
+            return None
+        settings = get_settings()
+        try:
+            signer = store.result_signer()
+            if signer is None:
+                raise _results.ResultKeyUnavailable(_results.NO_KEY)
+            _results.check_ref(entry.state.result_ref, bucket=settings.bucket, prefix=settings.results_prefix,
+                               signer=signer, where=f"cache entry {key[:16]}")
+        except (_results.ResultIntegrityError, _results.ResultKeyUnavailable) as exc:
+            logging.getLogger("stratoflow").warning("cache entry ignored, the task runs: %s", exc)
+            return None
+        return entry
+
+    return lookup
+
+
 class TaskRunRecorder:
     """Applies the task policy to one task run in memory and commits it to the store."""
 
@@ -148,7 +172,7 @@ class TaskRunRecorder:
         with self._lock:
             ctx = OrchestrationContext(
                 kind=RunKind.TASK, run=self.run, proposed_state=proposed, parent_flow_run_state=parent_state,
-                cache_lookup=self.store.read_cache, refresh_cache=refresh_cache,
+                cache_lookup=verified_cache_lookup(self.store), refresh_cache=refresh_cache,
             )
             result = orchestrate(ctx, TASK_POLICY)
             if not result.writes or result.state is None:
@@ -159,8 +183,6 @@ class TaskRunRecorder:
             if self.flush_after <= 0 or state.is_final() or state.type in (StateType.SCHEDULED, StateType.PAUSED):
                 self._flush()
                 for effect in ctx.effects:
-                    from stratoflow.models import CacheEntry
-
                     self.store.write_cache(CacheEntry(key=effect.key, state=effect.state,
                                                       expiration=effect.expiration))
             elif state.type == StateType.RUNNING:

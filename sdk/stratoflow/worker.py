@@ -103,7 +103,7 @@ class Worker:
         except ValueError:
             run_id = "?"
         env = dict(os.environ)
-        process = subprocess.Popen([self.python, "-m", "stratoflow.worker", "--child"], env=env,
+        process = subprocess.Popen([self.python, "-m", "stratoflow.worker", "--child"], env=env,  # nosec B603  # argv list, no shell: this interpreter running stratoflow's own worker child
                                    stdin=subprocess.PIPE)
         assert process.stdin is not None
         process.stdin.write(message.body.encode())
@@ -256,8 +256,10 @@ CHILD_PAUSED = 75  # EX_TEMPFAIL: try again later
 def child_main() -> int:
     """Run the one message read from stdin (the worker's child process)."""
     from stratoflow.executor import QueueMessagePaused, handle_message
+    from stratoflow.sandbox.runner import harden
     from stratoflow.storage import get_server_store
 
+    harden()  # the flow runs in a sandboxed child: it may not read this runtime's memory or environment
     body = sys.stdin.read()
     try:
         result = handle_message(body, store=get_server_store(), settings=get_settings())

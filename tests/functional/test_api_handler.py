@@ -444,8 +444,8 @@ def test_flow_run_set_state_accept_reject_abort(api: Callable[..., Reply], clien
     assert [s["type"] for s in api("GET", f"/flow_runs/{run['id']}/states").body] == [
         "SCHEDULED", "RUNNING", "COMPLETED"]
 
-    # An administrative override goes through.
-    forced = api("POST", path, body={"state": {"type": "RUNNING"}, "force": True})
+    # An administrative override goes through, on its own route (tests/functional/test_force_route.py).
+    forced = api("POST", path + "/force", body={"state": {"type": "RUNNING"}})
     assert forced.body["status"] == "ACCEPT" and forced.body["reason"] == "forced"
     assert client.read_flow_run(run["id"]).state.type == StateType.RUNNING
 

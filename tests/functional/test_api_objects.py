@@ -254,7 +254,7 @@ def test_work_pools(api: Api, journal: Callable[[], int]) -> None:
     name = uid("pool")
     reply = api("POST", "/work_pools", body={"name": name, "type": "process", "concurrency_limit": 4})
     assert reply.status == 201 and reply.body["type"] == "process" and reply.body["concurrency_limit"] == 4
-    assert reply.body["queue_url"].endswith(f"-{name}--default") and reply.body["dlq_url"].endswith(f"-{name}--dlq")
+    assert reply.body["queue_url"].endswith(f"_{name}--default") and reply.body["dlq_url"].endswith(f"_{name}--dlq")
     assert name in [p["name"] for p in api("GET", "/work_pools").body]
     assert api("GET", f"/work_pools/{name}").body == reply.body
     assert api("POST", f"/work_pools/{name}/pause").body["paused"] is True

@@ -121,33 +121,31 @@ def _drain(pool: str, *, crash_rate: float = 0.0, runs: int, timeout: float = 24
     target = QueueTarget(queue.queue_url, sqs.arn_of(queue.queue_url), pool, "default")
     rng = random.Random(7)
     lock = threading.Lock()
-    real_execute = executor_module.execute_flow_run if hasattr(executor_module, "execute_flow_run") else None
-    assert real_execute is None  # imported inside handle_message; crashes are injected through flows below
-    from stratoflow import flows as flows_module
-
-    original = flows_module.execute_flow_run
+    # The flow runs in a sandboxed process (stratoflow.sandbox); the executor dies in its own
+    # process, after the claim, where it would otherwise hand the run to that process.
+    original = executor_module._execute_isolated
 
     class Killed(BaseException):
         pass
 
-    def maybe_crash(flow: Any, run: FlowRun, **kw: Any) -> Any:
+    def maybe_crash(store_: Any, settings_: Any, run: FlowRun, *args: Any) -> Any:
         with lock:
             crash = rng.random() < crash_rate
         if not crash:
-            return original(flow, run, **kw)
+            return original(store_, settings_, run, *args)
         from stratoflow.models import RetryPolicy
         from stratoflow.orchestration import RunKind
         from stratoflow.services import set_run_state
         from stratoflow.states import Pending, Running
 
-        run = run.model_copy(update={"retry_policy": RetryPolicy(retries=flow.retries)})  # as the claim records it
+        run = run.model_copy(update={"retry_policy": RetryPolicy(retries=3)})  # as the flow's claim records it
         _, claimed = set_run_state(store, RunKind.FLOW, run, Pending())
         set_run_state(store, RunKind.FLOW, claimed, Running())
         _dead[run.id] = True  # from here on nothing of this executor runs: its slot stays taken
         raise Killed()  # the process dies here: nothing after this line of the executor runs
 
     if monkeypatch is not None:
-        monkeypatch.setattr(flows_module, "execute_flow_run", maybe_crash)
+        monkeypatch.setattr(executor_module, "_execute_isolated", maybe_crash)
         real_release = concurrency.release_all
         monkeypatch.setattr(concurrency, "release_all", lambda s, limits, holder: (
             None if _dead.get(holder) else real_release(s, limits, holder)))

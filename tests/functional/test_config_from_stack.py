@@ -21,6 +21,7 @@ OUTPUTS = {
     "Region": "eu-west-1",
     "SchedulerTargetArn": "arn:aws:lambda:eu-west-1:123456789012:function:stratoflow-prod-scheduler",
     "SchedulerRoleArn": "arn:aws:iam::123456789012:role/stack-SchedulerRole-ABC",
+    "ResultKeySecretArn": "arn:aws:secretsmanager:eu-west-1:123456789012:secret:stratoflow-prod-result-key-AbCdEf",
     "DefaultPoolQueueUrl": "https://sqs.eu-west-1.amazonaws.com/123456789012/stratoflow-prod-default--default",
 }
 

@@ -25,7 +25,14 @@ def test_every_data_resource_of_the_template_is_created_as_declared() -> None:
     assert [r.logical_id for r in report.resources] == list(template["Resources"])
     assert {r.type for r in report.provisioned} == {
         "AWS::DynamoDB::Table", "AWS::S3::Bucket", "AWS::SQS::Queue",
-        "AWS::Scheduler::ScheduleGroup", "AWS::Scheduler::Schedule"}
+        "AWS::Scheduler::ScheduleGroup", "AWS::Scheduler::Schedule", "AWS::SecretsManager::Secret"}
+    # The generated result key is the local home's, so embedded and local-cloud runs share it.
+    from stratoflow.storage.keys import home_key
+
+    secrets = _aws.client("secretsmanager", settings)
+    value = secrets.get_secret_value(SecretId=report.physical_id("ResultKey"))["SecretString"]
+    assert value == home_key(settings.home).hex()
+    assert report.physical_id("ResultKey").startswith("arn:aws:secretsmanager:")
     # The bucket policy is TLS-only, and the local endpoint is plain HTTP (the moto server
     # enforces the deny): reported as skipped, never silently.
     policy_row = next(r for r in report.resources if r.type == "AWS::S3::BucketPolicy")

@@ -187,9 +187,18 @@ def test_stale_commit_duplicate_create_cache_and_validation(over_api: ApiStore) 
     # Cache entries round-trip; a missing one is None.
     key = _unique("cache-key")
     assert over_api.read_cache(key) is None
-    over_api.write_cache(CacheEntry(key=key, state=Completed()))
+    from stratoflow.results import persist_value
+
+    state = Completed()
+    state.result_ref = persist_value(over_api, {"rows": 3}, inline_max=1024, prefix="results/")  # signed
+    over_api.write_cache(CacheEntry(key=key, state=state))
     entry = over_api.read_cache(key)
     assert entry is not None and entry.state.type == StateType.COMPLETED
+    assert entry.state.result() == {"rows": 3}
+    # An entry whose result is not one a runner signed is refused (it could be a planted pickle).
+    with pytest.raises(ApiError) as forged:
+        over_api.write_cache(CacheEntry(key=key, state=Completed()))
+    assert forged.value.status == 422 and "result_ref" in forged.value.message
     # Malformed bodies: 422 with the field named.
     with pytest.raises(ApiError) as bad:
         over_api.http.request("POST", "/runs/flow/create", json_body={"name": 3})

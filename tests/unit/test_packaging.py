@@ -235,7 +235,8 @@ def test_eight_threads_materialize_once_and_see_the_same_directory(project: Path
     assert errors == []
     assert downloads == ["s3://b/p.zip"]
     assert set(results) == {tmp_path / "cache" / package.sha256}
-    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == [package.sha256]  # no temp dir left
+    # The tree and the verified zip it is checked against; no temp dir left.
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == [package.sha256, f"{package.sha256}.zip"]
     root = results[0]
     assert (root / "flows.py").read_bytes() == (project / "flows.py").read_bytes()
     assert json.loads((root / MANIFEST_PATH).read_text())["files"] == package.files
@@ -247,17 +248,19 @@ def test_eight_threads_materialize_once_and_see_the_same_directory(project: Path
 def test_losing_the_rename_race_to_another_process_uses_its_copy(project: Path, tmp_path: Path) -> None:
     package = build_package(project, entrypoint="flows.py:etl")
     cache = tmp_path / "cache"
+    marker: list[int] = []
 
     def get_blob(uri: str) -> bytes:
-        # Another process finishes its extraction while this one downloads.
+        # Another process finishes its extraction (tree and kept zip) while this one downloads.
         with zipfile.ZipFile(io.BytesIO(package.data)) as zf:
             zf.extractall(cache / package.sha256)
-        (cache / package.sha256 / "winner").write_text("other process")
+        (cache / f"{package.sha256}.zip").write_bytes(package.data)
+        marker.append((cache / package.sha256).stat().st_ino)
         return package.data
 
     root = materialize_package("s3://b/p.zip", package.sha256, get_blob=get_blob, cache_root=cache)
-    assert (root / "winner").read_text() == "other process"
-    assert [p.name for p in cache.iterdir()] == [package.sha256]
+    assert root.stat().st_ino == marker[0]  # the winner's directory, not a second copy
+    assert sorted(p.name for p in cache.iterdir()) == [package.sha256, f"{package.sha256}.zip"]
 
 
 # -- loading the entrypoint -----------------------------------------------------------------------
@@ -274,7 +277,7 @@ def test_load_entrypoint_imports_the_flow_with_its_sibling_modules(project: Path
     flow = load_entrypoint(root, "flows.py:etl")
     assert isinstance(flow, Flow) and flow.name == "etl"
     assert flow.fn(4) == 8
-    assert load_entrypoint(root, str(root / "flows.py") + ":etl").fn.__module__ != flow.fn.__module__  # fresh module
+    assert load_entrypoint(root, "flows.py:etl").fn.__module__ != flow.fn.__module__  # a fresh module each time
     assert sys.path[:2] == [str(root.resolve()), str(root.resolve() / "_vendor")]
 
 

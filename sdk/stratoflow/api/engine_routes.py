@@ -85,6 +85,32 @@ def _parse_run(kind: RunKind, data: dict[str, Any], where: str) -> FlowRun | Tas
         raise Unprocessable(line, errors=details) from None
 
 
+def check_refs(states: Sequence[State], where: str, run: FlowRun | TaskRun | None = None,
+               run_where: str = "body", *, indexed: bool = True) -> None:
+    """Refuse (422, naming the field) any result reference a runner of this stack did not write,
+    and a parameters reference outside the stack's bucket: what a client sends is never trusted
+    to be deserialised later (see ``stratoflow.results``)."""
+    from stratoflow.api.errors import Unprocessable
+    from stratoflow.results import ResultIntegrityError, check_ref, check_uri
+    from stratoflow.settings import get_settings
+    from stratoflow.storage.keys import local_signer
+
+    settings = get_settings()
+    try:
+        # The API holds the key (template.yaml): it verifies. One without it still checks the shape,
+        # and readers verify before they load anything.
+        signer = local_signer(settings) if any(s.result_ref is not None for s in states) else None
+        for i, state in enumerate(states):
+            if state.result_ref is not None:
+                check_ref(state.result_ref, bucket=settings.bucket, prefix=settings.results_prefix, signer=signer,
+                          where=f"{where}.{i}.result_ref" if indexed else f"{where}.result_ref")
+        if isinstance(run, FlowRun) and run.parameters_ref is not None:
+            check_uri(run.parameters_ref, bucket=settings.bucket, prefix="parameters/",
+                      where=f"{run_where}.parameters_ref")
+    except ResultIntegrityError as exc:
+        raise Unprocessable(str(exc)) from None
+
+
 def replay(kind: RunKind, run: FlowRun | TaskRun, states: Sequence[State]) -> FlowRun | TaskRun:
     """``run`` moved through ``states``, each accepted by the policy as it stands; raises
     ``TransitionRefused`` (409) for the first one the policy would not have produced."""
@@ -191,6 +217,7 @@ def register(app: "APIGatewayHttpResolver") -> None:
             raise Unprocessable("body.state_history: a run is created with at least one state")
         if run.state is not None and run.state.id != run.state_history[-1].id:
             raise Unprocessable("body.state: must be the last state of state_history")
+        check_refs(run.state_history, "body.state_history", run)
         store = get_store()
         if isinstance(run, TaskRun) and run.flow_run_id is not None and run.flow_run_id not in _known_flow_runs:
             store.read_run(RunKind.FLOW, run.flow_run_id)  # 404 for an unknown flow run
@@ -230,6 +257,7 @@ def register(app: "APIGatewayHttpResolver") -> None:
             return stale(StaleRunError(stored))
         if not _same_states(proposed_run.state_history, [*stored.state_history, *body.new_states]):
             raise Unprocessable("body.run.state_history: must be the stored history followed by new_states")
+        check_refs(body.new_states, "body.new_states", proposed_run, "body.run")
         replayed = replay(run_kind, stored, body.new_states)
         # Bookkeeping comes from the replay; the other fields are the engine's record.
         final = proposed_run.model_copy(update={
@@ -257,5 +285,8 @@ def register(app: "APIGatewayHttpResolver") -> None:
             raise Unprocessable(f"body.key: {body.key!r} is not the key of the path ({key!r})")
         if body.state.type != StateType.COMPLETED:
             raise Unprocessable("body.state: only a Completed state can be cached")
+        if body.state.result_ref is None:
+            raise Unprocessable("body.state.result_ref: a cache entry needs the result it stands for")
+        check_refs([body.state], "body.state", indexed=False)
         get_store().write_cache(body)
         return body

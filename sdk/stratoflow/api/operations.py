@@ -89,8 +89,20 @@ def read_task_runs(store: Store, flow_run_id: str) -> list[TaskRun]:
     return sorted(store.list_task_runs(flow_run_id), key=lambda r: (r.start_time or r.created, r.created))
 
 
-def set_state(store: Store, kind: RunKind, run_id: str, request: SetStateIn) -> OrchestrationResult:
-    """Propose the state; ACCEPT/REJECT/WAIT are answers, ABORT raises ``TransitionRefused``."""
+def set_state(store: Store, kind: RunKind, run_id: str, request: SetStateIn, *,
+              force: bool = False) -> OrchestrationResult:
+    """Propose the state; ACCEPT/REJECT/WAIT are answers, ABORT raises ``TransitionRefused``.
+
+    ``force`` (skip the rules) comes from the route, ``.../set_state/force``, never from the body:
+    IAM grants routes, so only a caller allowed that route can force. ``force: true`` in the body
+    of the plain route is refused (403) rather than ignored, naming the route to use."""
+    if request.force and not force:
+        route = f"/{kind.value}_runs/{run_id}/set_state/force"
+        raise ApiError(f"body.force: forcing a state skips the orchestration rules and has its own route, "
+                       f"POST /{kind.value}_runs/<id>/set_state/force, which IAM grants separately; this "
+                       "route only proposes", status_code=403, force_route=route)
+    if force and "force" in request.model_fields_set and not request.force:
+        raise Unprocessable("body.force: false contradicts the force route; omit it or use .../set_state")
     proposed = request.state.to_state()
     parent_state: State | None = None
     run: FlowRun | TaskRun = store.read_run(kind, run_id)
@@ -99,7 +111,7 @@ def set_state(store: Store, kind: RunKind, run_id: str, request: SetStateIn) -> 
             parent_state = store.read_run(RunKind.FLOW, run.flow_run_id).state
         except ObjectNotFound:
             parent_state = None
-    result, _ = set_run_state(store, kind, run, proposed, force=request.force, parent_flow_run_state=parent_state)
+    result, _ = set_run_state(store, kind, run, proposed, force=force, parent_flow_run_state=parent_state)
     if result.status == ResponseStatus.ABORT:
         raise TransitionRefused(result)
     return result
@@ -220,6 +232,9 @@ def resume_flow_run(store: Store, flow_run_id: str, run_input: dict[str, Any] | 
         store.put_object(RUN_INPUT, input_key(run.id, key), {"input": run_input, "at": now().isoformat()})
     if details.pause_reschedule:
         proposed: State = Scheduled(name="Resuming", message="resumed; it runs again from the start")
+        if run_input is not None:
+            # Also on the state: a flow reading its input over the API (a sandboxed run) finds it there.
+            proposed.state_details.run_input_keyset = {"input": _json.dumps(run_input), "key": key}
     else:
         from stratoflow.states import Running
 
@@ -279,13 +294,21 @@ def _all(store: Store, kind: str, prefix: str = "", limit: int = 10_000) -> list
 
 
 def _check_schema(schema: dict[str, Any]) -> None:
+    """A deployment's schema must be valid JSON Schema, and its patterns ones RE2 runs (runs are
+    checked on RE2, see ``validate_parameters``): refused now, naming the place, rather than at
+    every run."""
     if not schema:
         return
     from jsonschema import SchemaError
     from jsonschema.validators import validator_for
 
+    from stratoflow.safe_jsonschema import UnsafeSchema, check_safe, format_checker
+
     try:
-        validator_for(schema).check_schema(schema)
+        check_safe(schema)
+        validator_for(schema).check_schema(schema, format_checker=format_checker())
+    except UnsafeSchema as exc:
+        raise Unprocessable(f"body.parameter_openapi_schema.{exc.where}: {exc.message}") from None
     except SchemaError as exc:
         where = "/".join(str(p) for p in exc.absolute_path)
         raise Unprocessable(f"body.parameter_openapi_schema{'.' + where if where else ''}: not a valid JSON "
@@ -293,13 +316,24 @@ def _check_schema(schema: dict[str, Any]) -> None:
 
 
 def validate_parameters(schema: dict[str, Any], parameters: dict[str, Any]) -> None:
-    """Raise 422 naming the first parameter that breaks the deployment's schema."""
+    """Raise 422 naming the first parameter that breaks the deployment's schema.
+
+    Patterns run on RE2 under a work budget (``stratoflow.safe_jsonschema``): no schema and no
+    value can hold the request for more than a fraction of a second (``^(a+)+$`` on Python's
+    ``re`` could for hours)."""
     if not schema:
         return
-    from jsonschema.validators import validator_for
+    from stratoflow.safe_jsonschema import RegexBudgetExceeded, UnsafeSchema, validation_errors
 
-    validator = validator_for(schema)(schema)
-    errors = sorted(validator.iter_errors(parameters), key=lambda e: [str(p) for p in e.absolute_path])
+    try:
+        found = validation_errors(schema, parameters)
+    except UnsafeSchema as exc:
+        where = f".{exc.where}" if exc.where else ""
+        raise Unprocessable(f"the deployment's parameter_openapi_schema{where}: {exc.message}") from None
+    except RegexBudgetExceeded as exc:
+        raise Unprocessable(f"parameters: too costly to check against the deployment's patterns ({exc}); "
+                            "send shorter values") from None
+    errors = sorted(found, key=lambda e: [str(p) for p in e.absolute_path])
     if not errors:
         return
     details = []
@@ -312,7 +346,9 @@ def validate_parameters(schema: dict[str, Any], parameters: dict[str, Any]) -> N
             extra = sorted(set(parameters) - set(schema.get("properties", {})))
             path = extra[:1]
         loc = ".".join(["parameters", *path])
-        details.append({"loc": loc, "msg": err.message, "type": str(err.validator)})
+        # A message quotes the value: cut, or 20 of them from a 1 MiB body would swell the answer.
+        msg = err.message if len(err.message) <= 500 else err.message[:500] + "..."
+        details.append({"loc": loc, "msg": msg, "type": str(err.validator)})
     first = details[0]
     more = f" (and {len(details) - 1} more)" if len(details) > 1 else ""
     raise Unprocessable(f"{first['loc']}: {first['msg']}{more}", errors=details[:20])
@@ -367,6 +403,13 @@ def upsert_deployment(store: Store, request: DeploymentCreate,
             read_work_queue(store, request.work_pool_name, request.work_queue_name)
     elif request.work_queue_name is not None:
         raise Unprocessable("body.work_queue_name: needs work_pool_name")
+    if request.package_uri is not None or request.package_sha256 is not None:
+        # Executors fetch a deployment's code from package_uri: only the stack's own bucket.
+        from stratoflow.deployments.packaging import package_uri_problem
+
+        problem = package_uri_problem(request.package_uri, request.package_sha256, _settings(settings).bucket)
+        if problem is not None:
+            raise Unprocessable(f"body.package_uri: {problem}")
     dep_id = deployment_id(request.flow_name, request.name)
     flow_id = store.ensure_flow(Flow(name=request.flow_name)).id
     # An update changes the fields the request names; the others keep their stored values.
@@ -612,7 +655,16 @@ def delete_concurrency_limit(store: Store, tag: str) -> None:
 
 # -- logs ---------------------------------------------------------------------------------------
 def write_logs(store: Store, entries: Sequence[LogIn]) -> int:
-    """Write a batch of logs after checking every flow run they name exists."""
+    """Write a batch of logs, all or nothing: every line was checked by ``LogIn`` (fields,
+    timestamp range), and here no id may repeat and every flow run must exist, before the first
+    write. Lines are stored by id, so the same batch sent again (a retry) adds no copies."""
+    seen: dict[tuple[str, str], int] = {}
+    for index, entry in enumerate(entries):
+        if entry.id is not None:
+            first = seen.setdefault((entry.flow_run_id, entry.id), index)
+            if first != index:
+                raise Unprocessable(f"body.{index}.id: {entry.id!r} is also the id of body.{first} "
+                                    "(ids are unique within a flow run)")
     logs: list[Log] = [entry.to_log() for entry in entries]
     missing = [rid for rid in dict.fromkeys(e.flow_run_id for e in entries) if not _flow_run_exists(store, rid)]
     if missing:

@@ -10,11 +10,12 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
+from stratoflow.exceptions import raise_on_name_with_banned_characters
 from stratoflow.models import Log, WorkPoolType
 from stratoflow.orchestration import OrchestrationResult, ResponseStatus
-from stratoflow.schedules.models import DeploymentSchedule
+from stratoflow.schedules.models import DeploymentScheduleIn
 from stratoflow.states import State, StateDetails, StateType, now
 
 # Limits. API Gateway accepts up to 10 MB and Lambda 6 MB; the API keeps requests far below both.
@@ -38,6 +39,10 @@ def _level(value: Any) -> Any:
 LogLevel = Annotated[int, BeforeValidator(_level),
                      Field(ge=0, le=100, description="10 DEBUG ... 50 CRITICAL, or a level name")]
 Name = Annotated[str, Field(min_length=1, max_length=MAX_NAME_LENGTH)]
+# A name that becomes a URL path segment (a flow's, a deployment's, a concurrency limit's tag):
+# none of Prefect's banned characters (``/ % & > <``), or it could be created but never read or
+# deleted by its route. Run names, tags in general and ids stay ``Name``, as in Prefect.
+ObjectName = Annotated[Name, AfterValidator(raise_on_name_with_banned_characters)]
 
 
 def _utc(value: datetime | None) -> datetime | None:
@@ -72,7 +77,11 @@ class StateIn(_Body):
 
 class SetStateIn(_Body):
     state: StateIn
-    force: bool = Field(default=False, description="skip the orchestration rules (administrative override)")
+    # IAM sees paths, never bodies: forcing (skipping the orchestration rules) is its own route,
+    # ``.../set_state/force``, so it can be granted apart. Kept for clients that send false.
+    force: bool = Field(default=False, description=(
+        "must be false here: to skip the orchestration rules (an administrative override) POST the "
+        "same body to .../set_state/force, a route IAM grants separately; true is refused with 403"))
 
 
 class SetStateOut(BaseModel):
@@ -89,7 +98,7 @@ class SetStateOut(BaseModel):
 
 
 class FlowRunCreate(_Body):
-    flow_name: Name
+    flow_name: ObjectName
     name: Name | None = Field(default=None, description="the run's name; generated when omitted")
     parameters: dict[str, Any] = Field(default_factory=dict)
     tags: list[Name] = Field(default_factory=list, max_length=100)
@@ -113,13 +122,29 @@ class FlowRunFilter(_Body):
     limit: int = Field(default=200, ge=1, le=1000)
 
 
+# Log timestamps the API accepts: [2000, 3000). Before 2000 is a broken clock (and before 1970
+# a TTL in the past); near year 9999 the TTL (timestamp + retention) overflows. Up to 3000 leaves
+# centuries of retention and keeps fixed future dates (tests, replays) working.
+LOG_TIME_MIN = datetime(2000, 1, 1, tzinfo=UTC)
+LOG_TIME_MAX = datetime(3000, 1, 1, tzinfo=UTC)
+
+
 class LogIn(_Body):
+    """One log line. Lines are stored by flow run, timestamp and ``id``: a line sent again with
+    the same id and timestamp (a retried batch) replaces itself instead of being stored twice."""
+
     flow_run_id: Name
     task_run_id: Name | None = None
     name: Name = "stratoflow"
     level: LogLevel = 20
     message: str
-    timestamp: datetime | None = Field(default=None, description="when it was emitted; default now (UTC)")
+    timestamp: datetime | None = Field(
+        default=None, description="when it was emitted, from 2000-01-01 to 2999-12-31; default now (UTC)")
+    id: str | None = Field(
+        default=None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:-]+$",
+        description="unique within the flow run, chosen by the client when the line is emitted; with "
+                    "`timestamp` it makes writing the line idempotent. Generated when omitted (then a "
+                    "retried request stores the line again)")
 
     @field_validator("message")
     @classmethod
@@ -129,9 +154,31 @@ class LogIn(_Body):
             raise ValueError(f"message is {size} bytes; the limit is {MAX_LOG_MESSAGE_BYTES} (64 KiB)")
         return value
 
+    @field_validator("timestamp")
+    @classmethod
+    def _timestamp_in_range(cls, value: datetime | None) -> datetime | None:
+        if value is None:
+            return None
+        aware = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+        try:
+            utc = aware.astimezone(UTC)
+        except OverflowError:  # e.g. 9999-12-31T23:00:00-05:00
+            utc = None
+        if utc is None or not LOG_TIME_MIN <= utc < LOG_TIME_MAX:
+            raise ValueError(f"{value.isoformat()} is out of range: from 2000-01-01 to 2999-12-31 (UTC)")
+        return utc
+
+    @field_validator("id")
+    @classmethod
+    def _id_needs_timestamp(cls, value: str | None, info: Any) -> str | None:
+        # The key is time#id: stamped on arrival instead, a resent line would be a new one.
+        if value is not None and "timestamp" in info.data and info.data["timestamp"] is None:
+            raise ValueError("a line with an id needs its timestamp too (the two identify it)")
+        return value
+
     def to_log(self) -> Log:
         return Log(flow_run_id=self.flow_run_id, task_run_id=self.task_run_id, name=self.name, level=self.level,
-                   message=self.message, timestamp=_utc(self.timestamp) or now())
+                   message=self.message, timestamp=self.timestamp or now(), id=self.id)
 
 
 class LogsWritten(BaseModel):
@@ -167,8 +214,8 @@ PoolName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0
 class DeploymentCreate(_Body):
     """Create the deployment of ``flow_name`` called ``name``, or update it (bumping ``version``)."""
 
-    name: Name
-    flow_name: Name
+    name: ObjectName
+    flow_name: ObjectName
     description: str | None = Field(default=None, max_length=MAX_STATE_MESSAGE_LENGTH)
     entrypoint: str | None = Field(default=None, max_length=1024, description="path/to/file.py:flow_function")
     package_uri: str | None = Field(default=None, max_length=2048)
@@ -181,8 +228,38 @@ class DeploymentCreate(_Body):
     tags: list[Name] = Field(default_factory=list, max_length=100)
     paused: bool = False
     concurrency_limit: int | None = Field(default=None, ge=0)
-    schedules: list[DeploymentSchedule] = Field(default_factory=list, max_length=50)
+    schedules: list[DeploymentScheduleIn] = Field(default_factory=list, max_length=50)
     path: str | None = Field(default=None, max_length=1024, description="root the entrypoint is relative to")
+
+    # Executors import the entrypoint from the package and fetch only the stack's own packages:
+    # a file outside the package (absolute, `..`) is refused here; package_uri is checked against
+    # the stack's bucket in the operation (the bucket is a setting, not known to the schema).
+    @field_validator("entrypoint")
+    @classmethod
+    def _entrypoint_inside_the_package(cls, value: str | None) -> str | None:
+        if value is not None:
+            from stratoflow.deployments.packaging import check_entrypoint
+
+            check_entrypoint(value)  # an EntrypointError is a ValueError: a 422 naming body.entrypoint
+        return value
+
+    @field_validator("path")
+    @classmethod
+    def _path_inside_the_package(cls, value: str | None) -> str | None:
+        if value:
+            from stratoflow.deployments.packaging import relative_path_problem
+
+            problem = relative_path_problem(value)
+            if problem is not None:
+                raise ValueError(f"path {value!r} {problem}")
+        return value
+
+    @field_validator("package_sha256")
+    @classmethod
+    def _sha256_hex(cls, value: str | None) -> str | None:
+        if value is not None and (len(value) != 64 or any(c not in "0123456789abcdefABCDEF" for c in value)):
+            raise ValueError(f"package_sha256 {value!r} is not 64 hex digits")
+        return value.lower() if value is not None else None
 
 
 class DeploymentFilter(_Body):
@@ -222,7 +299,7 @@ class WorkQueueCreate(_Body):
 
 
 class ConcurrencyLimitCreate(_Body):
-    tag: Name
+    tag: ObjectName = Field(description="the tag (it names the limit's path: no '/', '%', '&', '>' or '<')")
     limit: int = Field(ge=0, description="task runs with this tag that may run at once (0 blocks them)")
 
 

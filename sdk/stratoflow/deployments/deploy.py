@@ -25,7 +25,10 @@ from stratoflow.deployments.packaging import (
     PackagingError,
     Progress,
     build_package,
+    check_entrypoint,
     load_entrypoint,
+    package_uri_for,
+    package_uri_problem,
     parse_entrypoint,
     upload_package,
 )
@@ -36,6 +39,7 @@ from stratoflow.schedules.models import (
     IntervalSchedule,
     RRuleSchedule,
     Schedule,
+    check_new_schedule,
 )
 
 if TYPE_CHECKING:
@@ -182,7 +186,7 @@ def build_schedules(flow: Flow[..., Any], deployment_name: str, parameters: Mapp
     out = []
     for n, item in enumerate(items):
         try:
-            schedule = schedule_from(item)
+            schedule = check_new_schedule(schedule_from(item))
         except ValidationError as exc:
             first = exc.errors()[0]
             loc = ".".join(str(p) for p in first.get("loc", ()))
@@ -232,6 +236,7 @@ def plan_deployment(
     if work_queue is not None and work_pool is None:
         raise DeploymentError(f"work queue {work_queue!r} needs a work pool")
     flow, entrypoint, root = _resolve(flow_or_entrypoint, source_dir)
+    check_entrypoint(entrypoint)  # what the API and the executor require, checked before any upload
     params = check_parameters(flow, parameters or {})
     return DeploymentPlan(
         flow=flow, name=name, entrypoint=entrypoint, source_dir=root, parameters=params,
@@ -264,8 +269,19 @@ def check_backend(plan: DeploymentPlan, client: StratoflowClient) -> None:
         if plan.work_queue is not None and plan.work_queue not in {
                 q.name for q in client.read_work_queues(plan.work_pool)}:
             raise DeploymentError(f"work queue {plan.work_queue!r} does not exist in work pool {plan.work_pool!r}")
-    if plan.package_uri is not None and not blobs_of(client).has_blob(plan.package_uri):
-        raise DeploymentError(f"package {plan.package_uri} does not exist")
+    if plan.package_uri is not None and plan.package_sha256 is not None:
+        # Executors fetch only the stack's own packages (s3://<bucket>/packages/<sha256>.zip):
+        # another bucket is refused before it is even asked about the key.
+        store = blobs_of(client)
+        bucket = store.settings.bucket
+        if not plan.package_uri.startswith(f"s3://{bucket}/"):
+            raise DeploymentError(f"package_uri {plan.package_uri} is not in this stack's bucket: deployments run "
+                                  f"only packages at {package_uri_for(bucket, plan.package_sha256)}")
+        if not store.has_blob(plan.package_uri):
+            raise DeploymentError(f"package {plan.package_uri} does not exist")
+        problem = package_uri_problem(plan.package_uri, plan.package_sha256, bucket)
+        if problem is not None:
+            raise DeploymentError(problem)
 
 
 def build_for(plans: Sequence[DeploymentPlan], progress: Progress | None = None) -> Package:

@@ -3,7 +3,8 @@
 The zip is deterministic (sorted entries, fixed timestamps and permissions, a manifest without
 times), so the same content always has the same sha256 and therefore the same S3 key
 (``packages/<sha256>.zip``): deploying unchanged code uploads nothing. The executor side
-(``materialize_package``) verifies that hash before it extracts anything.
+(``materialize_package``) verifies that hash before it extracts anything, and on every later use
+checks the extracted files against the verified zip it keeps beside them.
 
 Layout of a package::
 
@@ -19,18 +20,23 @@ import importlib.util
 import io
 import itertools
 import json
+import logging
+import lzma
 import os
 import re
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
 import threading
 import uuid
 import zipfile
-from collections.abc import Callable, Iterable, Sequence
+import zlib
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from stratoflow.exceptions import StratoflowError
@@ -40,6 +46,7 @@ if TYPE_CHECKING:
     from stratoflow.storage.blobs import S3Blobs
 
 Progress = Callable[[str], None]
+logger = logging.getLogger("stratoflow.deployments")
 
 BUILDER_VERSION = "stratoflow-packaging/1"
 MANIFEST_PATH = ".stratoflow/manifest.json"
@@ -91,7 +98,30 @@ class Package:
 
     @property
     def key(self) -> str:
-        return f"packages/{self.sha256}.zip"
+        return package_key(self.sha256)
+
+
+def package_key(sha256: str) -> str:
+    """The S3 key of the package with this hash: the only place a package lives."""
+    return f"packages/{sha256}.zip"
+
+
+def package_uri_for(bucket: str, sha256: str) -> str:
+    """The one URI a deployment may record for its package: the stack's bucket, ``packages/<sha256>.zip``."""
+    return f"s3://{bucket}/{package_key(sha256)}"
+
+
+def package_uri_problem(uri: str | None, sha256: str | None, bucket: str) -> str | None:
+    """Why ``uri``/``sha256`` cannot be a deployment's package (None when they can). Only the
+    stack's own bucket is read: a URI elsewhere would make executors fetch code from anywhere."""
+    if uri is None or sha256 is None:
+        return "package_uri and package_sha256 go together"
+    if not _SHA256.match(sha256.lower()):
+        return f"package_sha256 {sha256!r} is not 64 hex digits"
+    expected = package_uri_for(bucket, sha256.lower())
+    if uri != expected:
+        return f"package_uri {uri!r} is not where this stack keeps that package: it must be {expected}"
+    return None
 
 
 def human_size(n: float) -> str:
@@ -184,17 +214,32 @@ def _ignore_rules(source_dir: Path, ignore_file: str) -> IgnoreRules:
     path = Path(ignore_file) if Path(ignore_file).is_absolute() else source_dir / ignore_file
     lines = list(DEFAULT_IGNORES)
     if path.is_file():
-        lines += path.read_text(encoding="utf-8").splitlines()
+        lines += _read_text(path, "ignore file").splitlines()
     elif ignore_file != ".stratoflowignore":
         raise PackagingError(f"ignore file {path} does not exist")
     return IgnoreRules(lines)
+
+
+def _read_text(path: Path, what: str) -> str:
+    """A UTF-8 text file, or a ``PackagingError`` naming it (not a raw decode or OS error)."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise PackagingError(f"{what} {path} is not UTF-8 text (byte {exc.start})") from None
+    except OSError as exc:
+        raise PackagingError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+
+
+def _unlistable(exc: OSError) -> None:
+    # os.walk skips a directory it cannot list; a package silently missing it would be worse.
+    raise PackagingError(f"cannot list directory {exc.filename}: {exc.strerror or exc}")
 
 
 def collect_files(source_dir: Path, rules: IgnoreRules) -> list[tuple[str, Path]]:
     """``(relative POSIX name, path)`` of every file not ignored, sorted by name. Symlinked
     files are followed; symlinked directories are not (they could loop)."""
     found: list[tuple[str, Path]] = []
-    for dirpath, dirnames, filenames in os.walk(source_dir):
+    for dirpath, dirnames, filenames in os.walk(source_dir, onerror=_unlistable):
         base = Path(dirpath)
         rel_dir = base.relative_to(source_dir).as_posix()
         prefix = "" if rel_dir == "." else rel_dir + "/"
@@ -211,7 +256,7 @@ def _requirement_lines(path: Path) -> list[str]:
     if not path.is_file():
         raise PackagingError(f"requirements file {path} does not exist")
     out = []
-    for raw in path.read_text(encoding="utf-8").splitlines():
+    for raw in _read_text(path, "requirements file").splitlines():
         line = raw.split(" #", 1)[0].strip()
         if line and not line.startswith("#"):
             out.append(line)
@@ -227,7 +272,7 @@ def _vendor(requirements: list[str] | Path, *, lambda_platform: bool, pip_args: 
         command += LAMBDA_PIP_PLATFORM
     command += list(pip_args)
     command += ["-r", str(requirements)] if isinstance(requirements, Path) else list(requirements)
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    done = subprocess.run(command, capture_output=True, text=True, check=False)  # nosec B603  # argv list, no shell: this interpreter's pip on the deploying user's own requirements
     if done.returncode != 0:
         detail = (done.stderr or done.stdout).strip().splitlines()
         what = f"requirements file {requirements}" if isinstance(requirements, Path) else "requirements"
@@ -244,12 +289,51 @@ def parse_entrypoint(entrypoint: str) -> tuple[str, str]:
     return path, attr
 
 
+def relative_path_problem(path: str) -> str | None:
+    """Why ``path`` could name something outside a package (None when it cannot): absolute
+    paths, ``..`` components, ``\\`` separators (``..\\x`` leaves the package on Windows)."""
+    if not path:
+        return "is empty"
+    if "\x00" in path:
+        return "contains a NUL character"
+    if path.startswith("/") or re.match(r"^[A-Za-z]:", path):
+        return "is absolute: give it relative to the package root"
+    if "\\" in path:
+        return "contains a backslash: use / as the separator"
+    if ".." in path.split("/"):
+        return "has a '..' component: it must stay inside the package"
+    return None
+
+
+def check_entrypoint(entrypoint: str) -> tuple[str, str]:
+    """``parse_entrypoint`` plus the refusal of a file outside the package (what the API and the
+    executor both require)."""
+    rel_path, attr = parse_entrypoint(entrypoint)
+    problem = relative_path_problem(rel_path)
+    if problem is not None:
+        raise EntrypointError(f"entrypoint {entrypoint!r}: the file {rel_path!r} {problem}")
+    return rel_path, attr
+
+
 def _zip_entry(name: str, is_dir: bool = False) -> zipfile.ZipInfo:
     info = zipfile.ZipInfo(name, date_time=_ZIP_TIME)
     info.create_system = 3
     info.external_attr = _DIR_MODE if is_dir else _FILE_MODE
     info.compress_type = zipfile.ZIP_STORED if is_dir else zipfile.ZIP_DEFLATED
     return info
+
+
+def _check_source_name(rel: str, path: Path, ignore_file: str) -> None:
+    """Refuse, when building, a file name the executor would refuse to extract."""
+    try:
+        rel.encode("utf-8")
+    except UnicodeEncodeError:
+        raise PackagingError(f"file {str(path)!r} has a name that is not valid UTF-8: zip entries are UTF-8 "
+                             f"(rename it, or exclude it in {ignore_file})") from None
+    problem = relative_path_problem(rel)
+    if problem is not None:
+        raise PackagingError(f"file {path}: its package name {rel!r} {problem} (rename it, or exclude it in "
+                             f"{ignore_file})")
 
 
 def build_package(
@@ -306,7 +390,11 @@ def build_package(
         total = 0
         sizes = []
         for rel, path in entries:
-            size = path.stat().st_size
+            _check_source_name(rel, path, ignore_file)
+            try:
+                size = path.stat().st_size
+            except OSError as exc:
+                raise PackagingError(f"cannot read {path}: {exc.strerror or exc}") from None
             total += size
             sizes.append((size, rel))
         if total > max_unzipped_bytes:
@@ -321,7 +409,11 @@ def build_package(
         buffer = io.BytesIO()
         with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=6) as zf:
             for rel, path in entries:
-                zf.writestr(_zip_entry(rel), path.read_bytes())
+                try:
+                    content = path.read_bytes()
+                except OSError as exc:
+                    raise PackagingError(f"cannot read {path}: {exc.strerror or exc}") from None
+                zf.writestr(_zip_entry(rel), content)
             zf.writestr(_zip_entry(MANIFEST_PATH),
                         json.dumps(manifest, indent=1, sort_keys=True).encode() + b"\n")
     data = buffer.getvalue()
@@ -337,7 +429,7 @@ def upload_package(package: Package, *, store: S3Blobs, progress: Progress | Non
     """Put the package at ``packages/<sha256>.zip`` in the store's bucket unless it is there
     already (content addressing: same key, same bytes). Returns its ``s3://`` URI."""
     say = progress or (lambda _: None)
-    uri = f"s3://{store.settings.bucket}/{package.key}"
+    uri = package_uri_for(store.settings.bucket, package.sha256)
     if store.has_blob(uri):
         say(f"already uploaded (same content): {uri}")
         return uri
@@ -348,80 +440,303 @@ def upload_package(package: Package, *, store: S3Blobs, progress: Progress | Non
 # -- the executor side ----------------------------------------------------------------------------
 _materialize_locks: dict[Path, threading.Lock] = {}
 _materialize_guard = threading.Lock()
+_CHUNK = 1 << 20
+_COMPRESSIONS = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA)
+# What zipfile and its decompressors raise for bytes that are not a well-formed archive (bz2
+# raises OSError; the archive is in memory, so no OSError here is a disk's).
+_CORRUPT = (zipfile.BadZipFile, zlib.error, lzma.LZMAError, EOFError, NotImplementedError, RuntimeError,
+            ValueError, OSError)
+_O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 
 
-def _safe_members(zf: zipfile.ZipFile, root: Path) -> list[tuple[zipfile.ZipInfo, Path]]:
-    """Every entry with its destination; refuses (before anything is written) an entry that
-    would land outside ``root`` or a package too large to hold."""
-    out = []
+def private_cache_root(root: Path) -> Path:
+    """``root`` (absolute), created 0700 when missing. An existing one must belong to this user and
+    be writable by no one else, else ``PackagingError``: whoever can write there chooses the code
+    that executors run (a shared ``/tmp`` path lets any local user plant a package)."""
+    root = Path(root).absolute()
+    if not os.path.lexists(root):
+        root.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.mkdir(root, 0o700)
+            os.chmod(root, 0o700)  # whatever the umask
+        except FileExistsError:
+            pass  # made meanwhile by another process: checked below like any existing one
+    uid = os.getuid() if hasattr(os, "getuid") else None
+    info = os.lstat(root)
+    if stat.S_ISLNK(info.st_mode):
+        if uid is not None and info.st_uid not in (uid, 0):
+            raise PackagingError(f"package cache {root} is a symbolic link owned by uid {info.st_uid}, not by this "
+                                 f"user (uid {uid}): refusing to use it (set STRATOFLOW_PACKAGE_CACHE_DIR)")
+        info = os.stat(root)
+    if not stat.S_ISDIR(info.st_mode):
+        raise PackagingError(f"package cache {root} is not a directory (set STRATOFLOW_PACKAGE_CACHE_DIR)")
+    if uid is not None and info.st_uid != uid:
+        raise PackagingError(f"package cache {root} is owned by uid {info.st_uid}, not by this user (uid {uid}): "
+                             "refusing to use it (remove it, or set STRATOFLOW_PACKAGE_CACHE_DIR)")
+    if info.st_mode & 0o022:
+        raise PackagingError(f"package cache {root} is writable by its group or by everyone (mode "
+                             f"{stat.S_IMODE(info.st_mode):04o}): refusing to use it (chmod 700 it, or set "
+                             "STRATOFLOW_PACKAGE_CACHE_DIR)")
+    return root
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """What a package extracts to: its files (name -> entry) and every directory they imply."""
+
+    files: dict[str, zipfile.ZipInfo]
+    dirs: frozenset[str]
+
+
+def _layout(zf: zipfile.ZipFile, package: str) -> _Layout:
+    """Every entry checked before anything is written. Refused, naming the entry: a name that
+    would land outside the package (absolute, ``..``, ``\\``), a symlink or special file, an
+    encrypted or undecodable entry, a name given twice or as both a file and a directory, and a
+    package too large to hold."""
+    files: dict[str, zipfile.ZipInfo] = {}
+    explicit: set[str] = set()
     total = 0
     for info in zf.infolist():
         name = info.filename
-        pure = PurePosixPath(name)
-        dest = (root / name).resolve()
-        if (pure.is_absolute() or ".." in pure.parts or "\\" in name or re.match(r"^[A-Za-z]:", name)
-                or not dest.is_relative_to(root.resolve())):
-            raise PackagingError(f"package entry {name!r} escapes the package directory; refusing to extract")
-        total += info.file_size
-        out.append((info, dest))
+        where = f"package {package}: entry {name!r}"
+        is_dir = name.endswith("/")
+        rel = name[:-1] if is_dir else name
+        problem = relative_path_problem(name)
+        if problem is not None and problem != "is empty":
+            raise PackagingError(f"{where} escapes the package directory ({problem}); refusing to extract")
+        if any(part in ("", ".") for part in rel.split("/")):
+            raise PackagingError(f"{where} is not a plain relative path (empty or '.' component)")
+        kind = stat.S_IFMT(info.external_attr >> 16)
+        if kind == stat.S_IFLNK:
+            raise PackagingError(f"{where} is a symbolic link: packages hold regular files and directories only")
+        if kind not in (0, stat.S_IFREG, stat.S_IFDIR):
+            raise PackagingError(f"{where} is a special file (file type {kind:o}): packages hold regular files "
+                                 "and directories only")
+        if kind == stat.S_IFDIR and not is_dir:
+            raise PackagingError(f"{where} is marked as a directory but named as a file (no trailing /)")
+        if info.flag_bits & 0x1:
+            raise PackagingError(f"{where} is encrypted")
+        if info.compress_type not in _COMPRESSIONS:
+            raise PackagingError(f"{where} uses compression method {info.compress_type}, which zipfile cannot read")
+        if rel in files or rel in explicit:
+            same = (rel in explicit) == is_dir
+            raise PackagingError(f"{where} appears twice" if same else f"{where} is both a file and a directory")
+        if is_dir:
+            explicit.add(rel)
+        else:
+            files[rel] = info
+            total += info.file_size
+    dirs = set(explicit)
+    for rel in [*files, *explicit]:
+        parts = rel.split("/")
+        dirs.update("/".join(parts[:i]) for i in range(1, len(parts)))
+    clash = sorted(dirs & files.keys())
+    if clash:
+        raise PackagingError(f"package {package}: entry {clash[0]!r} is both a file and a directory "
+                             "(other entries are inside it)")
     if total > MAX_UNZIPPED_BYTES:
-        raise PackagingError(f"package would extract to {human_size(total)}, over {human_size(MAX_UNZIPPED_BYTES)}")
-    return out
+        raise PackagingError(f"package {package} would extract to {human_size(total)}, over "
+                             f"{human_size(MAX_UNZIPPED_BYTES)}")
+    return _Layout(files, frozenset(dirs))
 
 
-def _extract(data: bytes, root: Path) -> None:
-    with zipfile.ZipFile(io.BytesIO(data)) as zf:
-        members = _safe_members(zf, root)
-        for info, dest in members:
-            if info.is_dir():
-                dest.mkdir(parents=True, exist_ok=True)
-                continue
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            with zf.open(info) as src, open(dest, "wb") as out:
-                shutil.copyfileobj(src, out)
+def _member_chunks(zf: zipfile.ZipFile, info: zipfile.ZipInfo, package: str) -> Iterator[bytes]:
+    """The entry's bytes; undecodable ones raise a ``PackagingError`` naming the entry."""
+    try:
+        with zf.open(info) as src:
+            while chunk := src.read(_CHUNK):
+                yield chunk
+    except _CORRUPT as exc:
+        raise PackagingError(f"package {package}: entry {info.filename!r} is corrupt "
+                             f"({type(exc).__name__}: {exc})") from exc
+
+
+@contextmanager
+def _open_zip(data: bytes, package: str) -> Iterator[zipfile.ZipFile]:
+    try:
+        zf = zipfile.ZipFile(io.BytesIO(data))
+    except _CORRUPT as exc:
+        raise PackagingError(f"package {package} is not a zip file (truncated or corrupt): {exc}") from None
+    with zf:
+        yield zf
+
+
+def _extract(zf: zipfile.ZipFile, layout: _Layout, root: Path, package: str) -> None:
+    root.mkdir()
+    for rel in sorted(layout.dirs):  # parents sort before their children
+        (root / rel).mkdir()
+    for rel, info in layout.files.items():
+        fd = os.open(root / rel, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW, 0o644)
+        with open(fd, "wb") as out:
+            for chunk in _member_chunks(zf, info, package):
+                out.write(chunk)
+
+
+def _same_bytes(path: Path, zf: zipfile.ZipFile, info: zipfile.ZipInfo, package: str) -> bool:
+    try:
+        if os.lstat(path).st_size != info.file_size:
+            return False
+        with open(os.open(path, os.O_RDONLY | _O_NOFOLLOW), "rb") as fh:
+            for chunk in _member_chunks(zf, info, package):
+                if fh.read(len(chunk)) != chunk:
+                    return False
+            return fh.read(1) == b""
+    except OSError:
+        return False
+
+
+def _discard(path: Path) -> None:
+    """Remove a file, link or tree: renamed aside first, so the name is free at once."""
+    aside = path.with_name(f".stale-{path.name[:16]}-{uuid.uuid4().hex}")
+    try:
+        os.rename(path, aside)
+    except FileNotFoundError:
+        return
+    if os.path.isdir(aside) and not os.path.islink(aside):
+        shutil.rmtree(aside, ignore_errors=True)
+    else:
+        os.unlink(aside)
+
+
+def _tree_problem(root: Path, zf: zipfile.ZipFile, layout: _Layout, package: str) -> str | None:
+    """What differs between the directory ``root`` and the package (None when nothing does):
+    every file, directory and byte is compared, and symlinks are refused. ``__pycache__``
+    directories the package does not hold are Python's bytecode, which nothing verifies: they
+    are deleted, so a planted ``.pyc`` never runs in place of its checked source."""
+    try:
+        if not stat.S_ISDIR(os.lstat(root).st_mode):
+            return "it is not a directory"
+    except FileNotFoundError:
+        return "it is missing"
+    found_files: set[str] = set()
+    found_dirs: set[str] = set()
+    pending = [""]
+    while pending:
+        current = pending.pop()
+        try:
+            with os.scandir(root / current if current else root) as entries:
+                listed = list(entries)
+        except OSError as exc:
+            return f"{current or '.'}/ cannot be listed ({exc.strerror or exc})"
+        for entry in listed:
+            rel = f"{current}/{entry.name}" if current else entry.name
+            if entry.name == "__pycache__" and rel not in layout.dirs and rel not in layout.files:
+                _discard(Path(entry.path))
+            elif entry.is_symlink():
+                return f"{rel} is a symbolic link"
+            elif entry.is_dir(follow_symlinks=False):
+                if rel not in layout.dirs:
+                    return f"{rel}/ is not in the package"
+                found_dirs.add(rel)
+                pending.append(rel)
+            elif not entry.is_file(follow_symlinks=False):
+                return f"{rel} is not a regular file"
+            elif rel not in layout.files:
+                return f"{rel} is not in the package"
+            else:
+                found_files.add(rel)
+    missing = sorted((layout.files.keys() - found_files) | {f"{d}/" for d in layout.dirs - found_dirs})
+    if missing:
+        return f"{missing[0]} is missing"
+    for rel, info in sorted(layout.files.items()):
+        if not _same_bytes(root / rel, zf, info, package):
+            return f"{rel} differs from the package"
+    return None
+
+
+def _kept_zip(path: Path, sha256: str) -> bytes | None:
+    """The zip kept beside the extracted tree, if it is a regular file that still has its hash."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | _O_NOFOLLOW)
+    except OSError:
+        return None
+    with open(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        data = fh.read()
+    return data if hashlib.sha256(data).hexdigest() == sha256 else None
+
+
+def _keep_zip(path: Path, data: bytes) -> None:
+    """Write the verified zip beside the tree: written aside, then renamed (never half a file)."""
+    if os.path.isdir(path):  # os.replace cannot put a file over a directory
+        _discard(path)
+    tmp = path.with_name(f".tmp-{path.name[:16]}-{uuid.uuid4().hex}")
+    with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW, 0o600), "wb") as fh:
+        fh.write(data)
+    os.replace(tmp, path)
+
+
+def _install(data: bytes, package: str, target: Path, kept: Path) -> None:
+    """Extract ``data`` (verified) beside ``target`` and rename it into place, replacing a
+    ``target`` that is not this package; keep the zip for the checks of later uses."""
+    tmp = target.with_name(f".tmp-{target.name[:16]}-{uuid.uuid4().hex}")
+    try:
+        with _open_zip(data, package) as zf:
+            layout = _layout(zf, package)
+            _extract(zf, layout, tmp, package)
+            _keep_zip(kept, data)
+            try:
+                os.rename(tmp, target)
+                return
+            except OSError:
+                pass
+            # Something is there: another process's copy of this package (it renamed first, and
+            # it is used), or a tree that is not the package (replaced, never used).
+            if _tree_problem(target, zf, layout, package) is None:
+                return
+            _discard(target)
+            try:
+                os.rename(tmp, target)
+            except OSError:
+                raise PackagingError(f"package cache {target} was replaced again while stratoflow replaced it: "
+                                     "refusing to use it (is another user writing to the cache?)") from None
+    finally:
+        if os.path.lexists(tmp):
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def materialize_package(uri: str, sha256: str, *, get_blob: Callable[[str], bytes], cache_root: Path) -> Path:
-    """The package's files under ``cache_root/<sha256>/``, downloading only when not cached.
+    """The package's files under ``cache_root/<sha256>/``, checked on every call.
 
-    The downloaded bytes must hash to ``sha256`` (else ``PackageIntegrityError`` and nothing is
-    extracted). Extraction goes to a temporary directory renamed into place, so a reader never
-    sees half a package: threads of this process wait for one download; another process racing
-    for the same package loses the rename and uses the winner's copy.
+    ``cache_root`` must be private (``private_cache_root``). Beside the tree lies the zip it came
+    from (``<sha256>.zip``); each call hashes that zip and compares the tree with it, file by file
+    and byte by byte. A tree that differs in anything (a changed, added or missing file, a
+    symlink) is replaced by a fresh extraction, from the kept zip or, when that is missing or no
+    longer has its hash, from a new download. Downloaded bytes must hash to ``sha256`` (else
+    ``PackageIntegrityError`` and nothing is extracted). Extraction goes to a temporary directory
+    renamed into place, so a reader never sees half a package: threads of this process wait for
+    one download; another process racing for the same package loses the rename and uses the
+    winner's copy once it has checked it.
     """
     sha256 = sha256.lower()
     if not _SHA256.match(sha256):
         raise PackagingError(f"package sha256 {sha256!r} is not 64 hex digits")
-    cache_root = Path(cache_root)
-    target = cache_root / sha256
-    if target.is_dir():
-        return target
+    root = private_cache_root(Path(cache_root))
+    target = root / sha256
+    kept = root / f"{sha256}.zip"
     with _materialize_guard:
-        lock = _materialize_locks.setdefault(target.absolute(), threading.Lock())
+        lock = _materialize_locks.setdefault(target, threading.Lock())
     with lock:
-        if target.is_dir():
-            return target
-        data = get_blob(uri)
-        actual = hashlib.sha256(data).hexdigest()
-        if actual != sha256:
-            raise PackageIntegrityError(f"package {uri} has sha256 {actual}, expected {sha256}: "
-                                        "refusing to extract it")
-        cache_root.mkdir(parents=True, exist_ok=True)
-        tmp = cache_root / f".tmp-{sha256[:16]}-{uuid.uuid4().hex}"
-        try:
-            try:
-                _extract(data, tmp)
-            except zipfile.BadZipFile as exc:
-                raise PackagingError(f"package {uri} is not a zip file: {exc}") from exc
-            try:
-                os.rename(tmp, target)
-            except OSError:
-                if not target.is_dir():
-                    raise
-                # Another process renamed its copy first: theirs is the same content.
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
+        data = _kept_zip(kept, sha256)
+        if data is not None:
+            with _open_zip(data, uri) as zf:
+                problem = _tree_problem(target, zf, _layout(zf, uri), uri)
+            if problem is None:
+                return target
+            if problem != "it is missing":
+                logger.warning("package cache %s does not match package %s (%s): extracting it again",
+                               target, uri, problem)
+        else:
+            if os.path.lexists(target):
+                logger.warning("package cache %s has no verified zip of package %s beside it: downloading it again",
+                               target, uri)
+            data = get_blob(uri)
+            actual = hashlib.sha256(data).hexdigest()
+            if actual != sha256:
+                raise PackageIntegrityError(f"package {uri} has sha256 {actual}, expected {sha256}: "
+                                            "refusing to extract it")
+        _install(data, uri, target, kept)
     return target
 
 
@@ -429,14 +744,18 @@ _module_ids = itertools.count()
 
 
 def load_entrypoint(root: Path, entrypoint: str) -> Flow[..., Any]:
-    """Import ``path/to/file.py`` (relative to ``root``, or absolute) as a fresh module and
-    return its flow attribute. ``root`` and ``root/_vendor`` go first on ``sys.path`` so the
-    package's own modules and vendored requirements win over what is installed."""
+    """Import ``path/to/file.py`` (relative to ``root``) as a fresh module and return its flow
+    attribute. ``root`` and ``root/_vendor`` go first on ``sys.path`` so the package's own modules
+    and vendored requirements win over what is installed. A file outside ``root`` is refused
+    (absolute, ``..``, or a symlink out): a deployment runs its package's code, nothing else."""
     from stratoflow.flows import Flow
 
-    rel_path, attr = parse_entrypoint(entrypoint)
+    rel_path, attr = check_entrypoint(entrypoint)
     root = Path(root).resolve()
-    file = Path(rel_path) if Path(rel_path).is_absolute() else root / rel_path
+    file = root / rel_path
+    if not file.resolve().is_relative_to(root):
+        raise EntrypointError(f"entrypoint {entrypoint!r}: {file} resolves to {file.resolve()}, outside the package "
+                              f"root {root} (through a symbolic link)")
     if not file.is_file():
         raise EntrypointError(f"entrypoint {entrypoint!r}: file {file} does not exist")
     for entry in (str(root / VENDOR_DIR), str(root)):
@@ -452,15 +771,19 @@ def load_entrypoint(root: Path, entrypoint: str) -> Flow[..., Any]:
     sys.modules[module_name] = module
     try:
         spec.loader.exec_module(module)
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:  # a module calling sys.exit() must not stop the executor
         sys.modules.pop(module_name, None)
         raise EntrypointError(f"entrypoint {entrypoint!r}: importing {file} failed: "
                               f"{type(exc).__name__}: {exc}") from exc
     obj: Any = module
     for part in attr.split("."):
-        if not hasattr(obj, part):
-            raise EntrypointError(f"entrypoint {entrypoint!r}: {file} has no attribute {attr!r}")
-        obj = getattr(obj, part)
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise EntrypointError(f"entrypoint {entrypoint!r}: {file} has no attribute {attr!r}") from None
+        except Exception as exc:  # a module-level __getattr__ or property that raises
+            raise EntrypointError(f"entrypoint {entrypoint!r}: reading {attr!r} of {file} failed: "
+                                  f"{type(exc).__name__}: {exc}") from exc
     if not isinstance(obj, Flow):
         raise EntrypointError(f"entrypoint {entrypoint!r}: {attr!r} is a {type(obj).__name__}, not a flow "
                               "(decorate it with @flow)")

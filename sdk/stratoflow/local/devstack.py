@@ -26,6 +26,14 @@ function fails. For a failing function the body also carries Lambda's error (``e
 ``errorMessage``, ``stackTrace``), which on AWS only reaches the logs; the traceback is also
 written to the stack's log stream.
 
+The stack also answers 403 to what only a web page on another site makes a browser send: an
+``Origin`` that is not its own, or a cross-site ``Sec-Fetch-Site`` on a POST, PUT, PATCH or
+DELETE without one. It serves the API and the UI on localhost with no authentication, so any
+page the user visits could otherwise create, cancel or delete runs (CSRF). The rule is
+``stratoflow.cli_ui.cross_site_refusal``, which the ``stratoflow ui`` proxy applies too. A body
+that is not UTF-8 reaches the function base64-encoded, whatever its content type, as API
+Gateway sends it (the handler then answers 400).
+
 Moto's backends are process-global: run a ``DevStack`` in a process of its own (``stratoflow
 dev`` does), not beside the embedded backend.
 """
@@ -53,6 +61,7 @@ from types import TracebackType
 from typing import Any, ClassVar, NamedTuple, TextIO
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from stratoflow.cli_ui import cross_site_refusal, is_own_origin
 from stratoflow.exceptions import StratoflowError
 from stratoflow.local.lambda_runtime import (
     ACCOUNT_ID,
@@ -73,6 +82,9 @@ API_ID = "stratoflowd"  # requestContext.apiId
 MAX_REQUEST_BYTES = 10 * 1024 * 1024  # API Gateway's payload limit
 INTEGRATION_TIMEOUT = 30.0  # API Gateway HTTP API's longest integration timeout
 STOP_TIMEOUT = 5.0
+# Pending connections the kernel keeps for the API and moto servers: socketserver's default (5)
+# made a burst of 32 clients see connection resets.
+LISTEN_BACKLOG = 128
 # Response header with the invocation's duration in ms (the handler alone: no HTTP parsing or transport).
 HANDLER_MS_HEADER = "x-stratoflow-handler-ms"
 
@@ -191,15 +203,23 @@ def build_http_api_event(
         "timeEpoch": int(now.timestamp() * 1000),
     }
     if body:
-        if is_text_content_type(merged.get("content-type")):
-            event["body"] = body.decode("utf-8", errors="replace")
+        text = _utf8_or_none(body) if is_text_content_type(merged.get("content-type")) else None
+        if text is not None:
+            event["body"] = text
             event["isBase64Encoded"] = False
-        else:
+        else:  # also a "text" body that is not UTF-8: API Gateway base64-encodes it, never mangles it
             event["body"] = base64.b64encode(body).decode()
             event["isBase64Encoded"] = True
     else:
         event["isBase64Encoded"] = False
     return event
+
+
+def _utf8_or_none(body: bytes) -> str | None:
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
 
 
 # -- API Gateway: function result -> response -------------------------------------------------------
@@ -482,6 +502,7 @@ class MotoServer:
         class Server(_TrackedThreadingMixIn, BaseWSGIServer):
             multithread = True
             thread_prefix = "stratoflow-dev-moto"
+            request_queue_size = LISTEN_BACKLOG
 
         class Handler(_KeepAlive, MotoRequestHandler):
             pass
@@ -492,7 +513,7 @@ class MotoServer:
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind((self.host, self.port))
-            sock.listen(128)
+            sock.listen(LISTEN_BACKLOG)  # werkzeug does not listen again on a socket it is given
             self.port = sock.getsockname()[1]
             self._server = Server(self.host, self.port, app, handler=Handler, fd=sock.fileno())
         finally:
@@ -520,10 +541,15 @@ class MotoServer:
 
 class _ApiServer(_TrackedThreadingMixIn, HTTPServer):
     thread_prefix = "stratoflow-dev-api"
+    request_queue_size = LISTEN_BACKLOG
 
     def __init__(self, address: tuple[str, int], stack: DevStack) -> None:
         self.stack = stack
         super().__init__(address, _ApiRequestHandler)
+
+    def own_origin(self, origin: str) -> bool:
+        """Whether ``Origin`` is this server's (the UI it serves: ``http://127.0.0.1:PORT`` ...)."""
+        return is_own_origin(origin, int(self.server_address[1]), (str(self.server_address[0]),))
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         if isinstance(sys.exc_info()[1], ConnectionError):
@@ -594,6 +620,9 @@ class _ApiRequestHandler(BaseHTTPRequestHandler):
         result: InvocationResult | None = None
         try:
             body = self._read_body()
+            refusal = cross_site_refusal(self.command, self.headers, self.server.own_origin)
+            if refusal is not None:
+                raise _EarlyResponse(403, f"stratoflow dev: {refusal}")
             event = build_http_api_event(
                 method=self.command, target=self.path, headers=self.headers.items(), body=body,
                 source_ip=self.client_address[0], server_port=self.server.server_address[1],
@@ -809,9 +838,15 @@ class DevStack:
             "STRATOFLOW_TABLE_PREFIX": self.table_prefix,
             "STRATOFLOW_BUCKET": self.bucket,
             "STRATOFLOW_REGION": self.region,
+            "STRATOFLOW_RESULT_KEY_SECRET": self.result_key_secret,
             "AWS_ACCESS_KEY_ID": LOCAL_CREDENTIAL,
             "AWS_SECRET_ACCESS_KEY": LOCAL_CREDENTIAL,
         }
+
+    @property
+    def result_key_secret(self) -> str:
+        """The secret holding the key results are signed with (the template's ``ResultKey``)."""
+        return f"{self.table_prefix}-result-key"
 
     def handler_env(self) -> dict[str, str]:
         """The function's environment: the stack's settings (not the API URL: the function is the
@@ -944,6 +979,9 @@ class DevStack:
             self.provisioned = provision_from_template(settings, template)
             return
         self._log("no template.yaml to provision from (an installed package); creating the tables and bucket")
+        from stratoflow.storage.keys import ensure_result_key_secret, home_key
+
+        ensure_result_key_secret(settings, self.result_key_secret, home_key(settings.home).hex())
         store = DynamoDBStore(settings)
         try:
             store.ensure_resources()

@@ -13,6 +13,9 @@ clients of ``stratoflow._aws`` (so at ``settings.aws_endpoint_url``, or in the e
 ``AWS::SQS::Queue``             ``CreateQueue`` with the declared attributes (redrive included)
 ``AWS::Scheduler::ScheduleGroup`` / ``AWS::Scheduler::Schedule``   as declared (the local
                                 scheduler loop fires the schedules it finds)
+``AWS::SecretsManager::Secret``  ``CreateSecret``; a generated value is the local home's result
+                                key (``$STRATOFLOW_HOME/result-key``), so runs made by the
+                                embedded backend and by the local cloud read each other's results
 ==============================  ===============================================================
 
 Functions, their roles, permissions and event sources, the HTTP API, the layer and log groups
@@ -70,7 +73,7 @@ LOCAL_RUNTIME_TYPES = frozenset({
 })
 PROVISIONED_TYPES = frozenset({
     "AWS::DynamoDB::Table", "AWS::S3::Bucket", "AWS::S3::BucketPolicy", "AWS::SQS::Queue",
-    "AWS::Scheduler::ScheduleGroup", "AWS::Scheduler::Schedule",
+    "AWS::Scheduler::ScheduleGroup", "AWS::Scheduler::Schedule", "AWS::SecretsManager::Secret",
 })
 
 # CloudFormation property -> SQS attribute (values are sent as strings; RedrivePolicy as JSON).
@@ -114,7 +117,7 @@ _CfnLoader.add_multi_constructor("!", _tag_constructor)
 def load_template(path: Path | str) -> dict[str, Any]:
     """The template as plain data, short tags turned into their ``{"Fn::...": ...}`` forms."""
     with open(path, encoding="utf-8") as handle:
-        loaded = yaml.load(handle, Loader=_CfnLoader)  # a SafeLoader subclass
+        loaded = yaml.load(handle, Loader=_CfnLoader)  # nosec B506  # a SafeLoader subclass
     if not isinstance(loaded, dict) or not isinstance(loaded.get("Resources"), dict):
         raise ProvisionError(f"{path}: not a CloudFormation template (no Resources)")
     return loaded
@@ -514,6 +517,27 @@ class _Provisioner:
                     raise
         arn = f"arn:{PARTITION}:scheduler:{self.region}:{LOCAL_ACCOUNT}:schedule/{group}/{name}"
         return _Made(name, {"Arn": arn}, action)
+
+
+    def make_secretsmanager_secret(self, logical_id: str, props: dict[str, Any]) -> _Made:
+        from stratoflow.storage.keys import ensure_result_key_secret, home_key
+
+        name = str(props.get("Name") or f"{self.settings.table_prefix}-{logical_id}")
+        if "SecretString" in props:
+            value = str(props["SecretString"])
+        elif "GenerateSecretString" in props:
+            value = home_key(self.settings.home).hex()
+        else:
+            raise ProvisionError(f"{logical_id}: a secret needs SecretString or GenerateSecretString")
+        client = _aws.client("secretsmanager", self.settings)
+        try:
+            client.describe_secret(SecretId=name)
+            action = "existing"
+        except client.exceptions.ResourceNotFoundException:
+            action = "created"
+        arn = ensure_result_key_secret(self.settings, name, value)
+        # Ref of a secret is its ARN, as in CloudFormation.
+        return _Made(arn, {"Id": arn, "Name": name}, action)
 
 
 def _as_list(value: Any) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -13,7 +14,9 @@ from stratoflow.models import CacheEntry, FlowRun, TaskRun, _Run
 from stratoflow.states import ALL_STATES, State, StateType, now
 
 R = TypeVar("R", bound=_Run)
-_RNG = random.Random()
+_RNG = random.Random()  # nosec B311  # retry jitter, nothing secret
+# A forked process (the sandbox's children, multiprocessing) must not repeat its parent's ids.
+os.register_at_fork(after_in_child=_RNG.seed)
 
 
 class ResponseStatus(StrEnum):

@@ -28,6 +28,18 @@ logger = logging.getLogger("stratoflow.api_store")
 # The API takes up to 1000 log lines and 1 MiB per request; stay below both.
 _LOG_BATCH = 500
 _LOG_BATCH_BYTES = 512 * 1024
+# The API refuses a whole batch for one message over 64 KiB (api.schemas.MAX_LOG_MESSAGE_BYTES):
+# longer ones are cut to fit here, so one huge line does not cost its neighbours.
+_LOG_MESSAGE_BYTES = 64 * 1024
+_CUT = "... [cut: the message was {} bytes]"
+
+
+def _fit(message: str) -> str:
+    data = message.encode("utf-8", "surrogatepass")
+    if len(data) <= _LOG_MESSAGE_BYTES:
+        return message
+    note = _CUT.format(len(data))
+    return data[:_LOG_MESSAGE_BYTES - len(note)].decode("utf-8", "ignore") + note
 
 
 def _run_of(kind: RunKind, data: Any) -> FlowRun | TaskRun:
@@ -39,7 +51,8 @@ class ApiStore(S3Blobs, Store):
         if not settings.api_url:
             raise StratoflowError("ApiStore needs STRATOFLOW_API_URL")
         self.settings = settings
-        self.http = transport or get_transport(settings.api_url, settings.region)
+        token = settings.runtime_token.get_secret_value() if settings.runtime_token is not None else None
+        self.http = transport or get_transport(settings.api_url, settings.region, token)
 
     # -- flows ------------------------------------------------------------------------------
     def ensure_flow(self, flow: Flow) -> Flow:
@@ -135,6 +148,10 @@ class ApiStore(S3Blobs, Store):
 
     # -- logs -------------------------------------------------------------------------------
     def write_logs(self, logs: Sequence[Log]) -> None:
+        """``POST /logs`` in batches. Every line carries its id and timestamp, so a batch the
+        transport sends again (its answer was lost, or a 5xx) stores no duplicate lines."""
+        from stratoflow.logs import new_log_id
+
         batch: list[dict[str, Any]] = []
         size = 0
         for log in logs:
@@ -143,7 +160,8 @@ class ApiStore(S3Blobs, Store):
                 logger.debug("log line without a flow run is not sent to the API: %s", log.message[:80])
                 continue
             item = {"flow_run_id": log.flow_run_id, "task_run_id": log.task_run_id, "name": log.name,
-                    "level": log.level, "message": log.message, "timestamp": log.timestamp.isoformat()}
+                    "level": log.level, "message": _fit(log.message), "timestamp": log.timestamp.isoformat(),
+                    "id": log.id or new_log_id()}
             item_size = len(json.dumps(item))
             if batch and (len(batch) >= _LOG_BATCH or size + item_size > _LOG_BATCH_BYTES):
                 self.http.request("POST", "/logs", json_body=batch)
@@ -212,12 +230,12 @@ class ApiStore(S3Blobs, Store):
     # -- beyond the Store interface -----------------------------------------------------------
     def set_state(self, kind: RunKind, run_id: str, state: State, *, force: bool = False) -> dict[str, Any]:
         """``POST /<kind>_runs/<id>/set_state``: the server applies the policy. ABORT raises
-        ``TransitionRefused`` with the rule and its reason; otherwise the response body."""
+        ``TransitionRefused`` with the rule and its reason; otherwise the response body. ``force``
+        posts to ``.../set_state/force``, a route of its own so that IAM can grant it apart."""
         body = {"state": {"type": state.type.value, "name": state.name, "message": state.message,
-                          "state_details": state.state_details.model_dump(mode="json")},
-                "force": force}
-        data: dict[str, Any] = self.http.request("POST", f"/{kind.value}_runs/{quote_segment(run_id)}/set_state",
-                                                 json_body=body)
+                          "state_details": state.state_details.model_dump(mode="json")}}
+        path = f"/{kind.value}_runs/{quote_segment(run_id)}/set_state" + ("/force" if force else "")
+        data: dict[str, Any] = self.http.request("POST", path, json_body=body)
         return data
 
 
@@ -230,8 +248,14 @@ def get_api_store(settings: Settings | None = None) -> ApiStore:
     """The process's API store; rebuilt when the settings it was built from change (tests)."""
     global _store, _store_key
     settings = settings or get_settings()
-    key = (settings.api_url, settings.region, settings.bucket, settings.aws_endpoint_url, settings.resolved_backend)
+    key = (settings.api_url, settings.region, settings.bucket, settings.aws_endpoint_url, settings.resolved_backend,
+           settings.runtime_token)
     with _store_lock:
         if _store is None or _store_key != key:
-            _store, _store_key = ApiStore(settings), key
+            if settings.runtime_token is not None:
+                from stratoflow.sandbox.client import SandboxStore
+
+                _store, _store_key = SandboxStore(settings), key
+            else:
+                _store, _store_key = ApiStore(settings), key
         return _store

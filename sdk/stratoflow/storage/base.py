@@ -16,6 +16,7 @@ from typing import Any
 from stratoflow.exceptions import StratoflowError
 from stratoflow.models import CacheEntry, Flow, FlowRun, Log, TaskRun
 from stratoflow.orchestration import RunKind
+from stratoflow.results import Signer
 from stratoflow.states import State, StateType
 
 
@@ -207,6 +208,13 @@ class Store(ABC):
     def write_cache(self, entry: CacheEntry) -> None: ...
 
     # -- blobs (results, large parameters) ----------------------------------------------------
+    def result_signer(self) -> Signer | None:
+        """What signs and verifies results written through this store: the stack's key when this
+        process can read it (``stratoflow.storage.keys``), else None."""
+        from stratoflow.storage.keys import local_signer
+
+        return local_signer(getattr(self, "settings", None))
+
     @abstractmethod
     def put_blob(self, key: str, data: bytes) -> str:
         """Store bytes; returns the URI (s3://bucket/key)."""

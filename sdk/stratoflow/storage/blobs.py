@@ -1,8 +1,11 @@
-"""Results and large parameters in S3, shared by every store (they never go through the API)."""
+"""Results, large parameters and packages in S3, shared by every store (they never go through
+the API). Only the stack's own bucket is read: a reference naming another bucket came from
+somewhere else, and reading it would use this process's credentials on its behalf."""
 
 from __future__ import annotations
 
 from stratoflow import _aws
+from stratoflow.exceptions import StratoflowError
 from stratoflow.settings import Settings
 
 
@@ -16,7 +19,7 @@ class S3Blobs:
         return f"s3://{self.settings.bucket}/{key}"
 
     def get_blob(self, uri: str) -> bytes:
-        bucket, key = _split(uri)
+        bucket, key = self._own(uri)
         body = _aws.client("s3", self.settings).get_object(Bucket=bucket, Key=key)["Body"]
         return bytes(body.read())
 
@@ -24,7 +27,7 @@ class S3Blobs:
         """Whether the object exists (a HEAD request: deploy skips uploading a package that is there)."""
         from botocore.exceptions import ClientError
 
-        bucket, key = _split(uri)
+        bucket, key = self._own(uri)
         try:
             _aws.client("s3", self.settings).head_object(Bucket=bucket, Key=key)
         except ClientError as exc:
@@ -32,6 +35,12 @@ class S3Blobs:
                 return False
             raise
         return True
+
+    def _own(self, uri: str) -> tuple[str, str]:
+        bucket, key = _split(uri)
+        if bucket != self.settings.bucket:
+            raise StratoflowError(f"{uri!r} is not in this stack's bucket {self.settings.bucket!r}: not read")
+        return bucket, key
 
 
 def _split(uri: str) -> tuple[str, str]:

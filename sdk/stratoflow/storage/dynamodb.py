@@ -7,7 +7,7 @@ Tables, from the access patterns:
     write-sharded so thousands of Running runs never share one partition,
     ``by-flow`` (flow_name, created), ``by-day`` (created_day, created): recent runs.
 ``<prefix>-task-runs``  hash ``id``. GSI ``by-flow-run`` (flow_run_id, created).
-``<prefix>-logs``       hash ``run_id`` (the flow run), range ``sk`` = time#writer#seq, TTL.
+``<prefix>-logs``       hash ``run_id`` (the flow run), range ``sk`` = time#id (the line's id), TTL.
 ``<prefix>-objects``    hash ``pk``, range ``sk``: flows (``FLOW#<name>``), cache entries (TTL),
     idempotency markers (``IDEMPOTENCY#<hash>``) and the low-volume records of ``put_object``:
     pk ``OBJ#<kind>``, sk the record's key (deployments, work pools/queues, concurrency limits),
@@ -155,6 +155,7 @@ class _Models:
             name = UnicodeAttribute()
             message = UnicodeAttribute()
             ts = UnicodeAttribute()
+            seq = NumberAttribute(null=True)  # absent on lines written before ids (sk time#writer#seq)
             expires_at = TTLAttribute(null=True)
 
         class ObjectItem(Model):
@@ -605,19 +606,33 @@ class DynamoDBStore(S3Blobs, Store):
             return self._seq
 
     def write_logs(self, logs: Sequence[Log]) -> None:
+        """Put each line under ``sk = time#id``: writing a line again (a retried batch) replaces
+        it instead of adding a copy. Lines without an id get one here (``writer-seq``), which
+        cannot be retried safely. Every item is built before the first write, so a line that
+        cannot be stored (a timestamp whose TTL overflows) fails the call with nothing written."""
         if not logs:
             return
         m = self.models.LogItem
         ttl = timedelta(days=self.settings.log_retention_days)
+        # By key: BatchWriteItem refuses a request that names one key twice (after writing the
+        # chunks before it); the last copy of a line wins.
+        items: dict[tuple[str, str], Any] = {}
+        for log in logs:
+            run_id = log.flow_run_id or log.task_run_id or "orphan"
+            seq = log.seq or self._next_seq()
+            line_id = log.id or f"{self._writer_id}-{seq:010d}"
+            at = log.timestamp if log.timestamp.tzinfo is not None else log.timestamp.replace(tzinfo=UTC)
+            try:
+                stamp, expires = _iso(at) or "", at + ttl
+            except OverflowError:
+                raise ValueError(f"log line {line_id}: timestamp {at.isoformat()} is out of range") from None
+            items[(run_id, f"{stamp}#{line_id}")] = m(
+                run_id, f"{stamp}#{line_id}", task_run_id=log.task_run_id, level=log.level, name=log.name,
+                message=log.message, ts=stamp, seq=seq, expires_at=expires,
+            )
         with m.batch_write() as batch:
-            for log in logs:
-                run_id = log.flow_run_id or log.task_run_id or "orphan"
-                seq = log.seq or self._next_seq()
-                batch.save(m(
-                    run_id, f"{_iso(log.timestamp)}#{self._writer_id}#{seq:010d}",
-                    task_run_id=log.task_run_id, level=log.level, name=log.name, message=log.message,
-                    ts=_iso(log.timestamp), expires_at=log.timestamp + ttl,
-                ))
+            for item in items.values():
+                batch.save(item)
 
     def read_logs(
         self, run_id: str, *, cursor: str | None = None, limit: int = 1000, task_run_id: str | None = None,
@@ -636,9 +651,14 @@ class DynamoDBStore(S3Blobs, Store):
         result = m.query(run_id, cond, filter_condition=filt, limit=limit, consistent_read=True)
         for it in result:
             last_sk = it.sk
-            seq = int(it.sk.rsplit("#", 1)[1])
+            line_id = it.sk.partition("#")[2]
+            if it.seq is not None:
+                seq = int(it.seq)
+            else:  # written before ids: sk = time#writer#seq
+                tail = line_id.rsplit("#", 1)[-1]
+                seq = int(tail) if tail.isdigit() else 0
             logs.append(Log(flow_run_id=run_id, task_run_id=it.task_run_id, name=it.name, level=int(it.level),
-                            message=it.message, timestamp=datetime.fromisoformat(it.ts), seq=seq))
+                            message=it.message, timestamp=datetime.fromisoformat(it.ts), seq=seq, id=line_id))
             if len(logs) >= limit:
                 break
         return LogPage(logs, last_sk)

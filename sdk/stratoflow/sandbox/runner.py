@@ -1,0 +1,179 @@
+"""The flow's process: ``python -m stratoflow.sandbox.runner``, a zygote that forks one child per run.
+
+The runtime (``stratoflow.sandbox.runtime``) starts the zygote once, with an environment holding
+none of its credentials nor the result key, and hands it jobs as JSON lines on stdin. The zygote
+has the engine imported already, so a child costs a ``fork`` instead of an interpreter start
+(~0.4 s). It never runs flow code itself, and is single-threaded so forking it is safe.
+
+A child (one flow run): leaves the zygote's pipes and session, sets its run's environment
+(the gateway's URL and token; the flow-run role's credentials when the runtime has them),
+imports the deployment's entrypoint, runs ``execute_flow_run`` against the gateway, posts a
+summary to ``/_runtime/done`` and exits. ``SIGUSR1`` asks it to cancel the flow body.
+
+Zygote → runtime messages (JSON lines on stdout): ``{"job": id, "pid": n}`` when a child is
+forked, ``{"job": id, "exit": code}`` when it ends (negative: killed by that signal).
+
+On Linux both are made non-dumpable (``PR_SET_DUMPABLE`` 0): another process of the same user,
+such as a later run's flow code, can then neither ptrace them nor read their ``/proc`` memory
+or environment.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import selectors
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+
+def harden() -> bool:
+    """Make this process non-dumpable (Linux): no ptrace, no /proc/<pid>/mem or environ for
+    other processes of the same user. Whether it worked."""
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return int(libc.prctl(4, 0, 0, 0, 0)) == 0  # PR_SET_DUMPABLE = 4
+    except (OSError, AttributeError):
+        return False
+
+
+def _preload() -> None:
+    import stratoflow.deployments.packaging
+    import stratoflow.flows
+    import stratoflow.sandbox.client
+    import stratoflow.tasks  # noqa: F401
+
+
+def zygote_main() -> int:
+    harden()
+    _preload()
+    children: dict[int, str] = {}
+    out = sys.stdout
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_w, False)
+    signal.set_wakeup_fd(wake_w)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    selector = selectors.DefaultSelector()
+    selector.register(sys.stdin, selectors.EVENT_READ, "job")
+    selector.register(wake_r, selectors.EVENT_READ, "wake")
+    own_fds = (sys.stdin.fileno(), out.fileno(), wake_r, wake_w, selector.fileno())
+
+    def say(message: dict[str, Any]) -> None:
+        out.write(json.dumps(message) + "\n")
+        out.flush()
+
+    pending = b""
+    stdin_fd = sys.stdin.fileno()
+    while True:
+        for key, _ in selector.select(timeout=5.0):
+            if key.data == "wake":
+                os.read(wake_r, 512)
+                continue
+            # Unbuffered: a buffered readline would leave queued jobs unseen until more bytes come.
+            chunk = os.read(stdin_fd, 65536)
+            if not chunk:  # the runtime went away (stopped, killed): nobody can report these runs any more
+                for pid in children:
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
+                        os.killpg(pid, signal.SIGKILL)
+                return 0
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            for line in lines:
+                if not line.strip():
+                    continue
+                job = json.loads(line)
+                pid = os.fork()
+                if pid == 0:
+                    os._exit(_child(job, own_fds))
+                children[pid] = str(job["id"])
+                say({"job": job["id"], "pid": pid})
+        while children:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid == 0:
+                break
+            job_id = children.pop(pid, None)
+            if job_id is not None:
+                say({"job": job_id, "exit": os.waitstatus_to_exitcode(status)})
+
+
+def _child(job: dict[str, Any], zygote_fds: tuple[int, ...]) -> int:
+    """The forked child: detach from the zygote, then run the job. Returns the exit code."""
+    try:
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(devnull, 0)
+        os.dup2(2, 1)  # flow prints go to the runtime's stderr (CloudWatch on Lambda), not the zygote's pipe
+        for fd in zygote_fds:
+            if fd > 2:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        os.setsid()
+        if sys.platform.startswith("linux"):  # the zygote dies (killed with its runtime): so does the flow
+            import ctypes
+
+            ctypes.CDLL(None).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+        sys.stdin = open(os.devnull)  # noqa: SIM115 - the child's whole life
+        sys.stdout = sys.stderr
+        return run_job(job)
+    except BaseException as exc:  # nothing may escape a forked child into the zygote's loop
+        try:
+            sys.stderr.write(f"stratoflow sandbox: the flow process failed: {type(exc).__name__}: {exc}\n")
+        finally:
+            return 70  # noqa: B012 - the child ends here whatever happened
+
+
+def run_job(job: dict[str, Any]) -> int:
+    """Run one flow run against the gateway (the process is already this run's)."""
+    for name in [n for n in os.environ if n.startswith("STRATOFLOW_")]:
+        del os.environ[name]  # the zygote's may be stale: the job carries the runtime's current ones
+    os.environ.update(job["env"])
+    from stratoflow import _aws
+    from stratoflow.settings import get_settings, reset_settings
+
+    reset_settings()
+    _aws.clear_clients()
+    from stratoflow.deployments.packaging import load_entrypoint
+    from stratoflow.flows import execute_flow_run, request_cancel
+    from stratoflow.logs import get_log_buffer
+    from stratoflow.models import FlowRun
+    from stratoflow.storage import get_store
+
+    run = FlowRun.model_validate(job["run"])
+    signal.signal(signal.SIGUSR1, lambda *_: request_cancel(run.id))
+    store = get_store()
+    try:
+        flow = load_entrypoint(Path(job["root"]), job["entrypoint"])
+    except Exception as exc:
+        _done(store, {"load_error": f"{type(exc).__name__}: {exc}"})
+        return 3
+    settings = get_settings()
+    deadline_at = job.get("deadline_at")
+    execution = execute_flow_run(flow, run, store=store, settings=settings,
+                                 deadline_seconds=None if deadline_at is None else max(deadline_at - time.time(), 0.0),
+                                 inline_retry_max=float(job.get("inline_retry_max") or settings.inline_retry_max))
+    store.flush()
+    get_log_buffer(store).flush()  # the process ends with os._exit: nothing is flushed at exit
+    _done(store, {"claimed": execution.claimed, "state": execution.state.type.value if execution.state else None,
+                  "state_name": execution.state.name if execution.state else None, "reason": execution.reason,
+                  "run_again_at": execution.run_again_at.isoformat() if execution.run_again_at else None})
+    return 0
+
+
+def _done(store: Any, summary: dict[str, Any]) -> None:
+    store.http.request("POST", "/_runtime/done", json_body=summary)
+
+
+if __name__ == "__main__":
+    sys.exit(zygote_main())
