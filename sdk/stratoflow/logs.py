@@ -62,6 +62,10 @@ def new_log_id() -> str:
     return log_id(next(_seq))
 
 
+# Tries of one log line's write before it is given up (and said so on stderr).
+WRITE_ATTEMPTS = 3
+
+
 class LogBuffer:
     def __init__(self, store: Store, interval: float, batch_size: int) -> None:
         self.store = store
@@ -70,6 +74,7 @@ class LogBuffer:
         self._items: list[Log] = []
         self._cond = threading.Condition()
         self._writing = 0
+        self._attempts: dict[str, int] = {}
         self._thread = threading.Thread(target=self._loop, name="stratoflow-logs", daemon=True)
         self._thread.start()
         self.errors = 0
@@ -90,7 +95,22 @@ class LogBuffer:
             self.store.write_logs(items)
         except Exception as exc:  # never let logging break a run; say so on stderr
             self.errors += 1
-            print(f"stratoflow: failed to store {len(items)} log lines: {exc}", file=sys.stderr)
+            # Writes are idempotent (each line has its id): a failed batch goes back to the front
+            # of the buffer and is tried again with the next write, up to WRITE_ATTEMPTS times.
+            again: list[Log] = []
+            for item in items:
+                tries = self._attempts.pop(item.id or "", 0) + 1
+                if tries < WRITE_ATTEMPTS:
+                    self._attempts[item.id or ""] = tries
+                    again.append(item)
+            with self._cond:
+                self._items[:0] = again
+            lost = len(items) - len(again)
+            what = f"gave up on {lost} after {WRITE_ATTEMPTS} tries" if lost else "they will be tried again"
+            print(f"stratoflow: failed to store {len(items)} log lines ({what}): {exc}", file=sys.stderr)
+        else:
+            for item in items:
+                self._attempts.pop(item.id or "", None)
         finally:
             with self._cond:
                 self._writing -= len(items)

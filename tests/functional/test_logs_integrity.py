@@ -262,3 +262,42 @@ def test_emitted_records_get_ordered_unique_ids(client: Any) -> None:
     assert first != second and first < second
     tag, _, number = first.rpartition("-")
     assert len(number) == 10 and log_id(int(number)) == first and tag
+
+
+def test_a_failed_log_write_is_tried_again_and_then_said_lost(capsys: Any) -> None:
+    """Writes are idempotent, so the buffer retries a failed batch (with the next write) instead of
+    dropping it; after WRITE_ATTEMPTS it gives up and says so."""
+    from stratoflow.logs import WRITE_ATTEMPTS, LogBuffer, new_log_id
+    from stratoflow.models import Log
+
+    class Flaky:
+        def __init__(self, failures: int) -> None:
+            self.failures = failures
+            self.stored: list[str] = []
+
+        def write_logs(self, items: list[Log]) -> None:
+            if self.failures:
+                self.failures -= 1
+                raise OSError("connection reset")
+            self.stored += [i.message for i in items]
+
+    def line(message: str) -> Log:
+        return Log(flow_run_id="r", message=message, level=20, id=new_log_id())
+
+    store = Flaky(failures=1)
+    buffer = LogBuffer(store, interval=60, batch_size=1000)  # type: ignore[arg-type]
+    buffer.add(line("a"))
+    buffer.flush()
+    assert store.stored == [] and "tried again" in capsys.readouterr().err
+    buffer.add(line("b"))
+    buffer.flush()
+    assert store.stored == ["a", "b"]  # the failed line went first, in order
+
+    store = Flaky(failures=WRITE_ATTEMPTS)
+    buffer = LogBuffer(store, interval=60, batch_size=1000)  # type: ignore[arg-type]
+    buffer.add(line("c"))
+    for _ in range(WRITE_ATTEMPTS):
+        buffer.flush()
+    assert store.stored == [] and f"gave up on 1 after {WRITE_ATTEMPTS} tries" in capsys.readouterr().err
+    buffer.flush()
+    assert store.stored == []

@@ -167,3 +167,11 @@ def test_the_cli_says_which_argument_is_wrong(capsys: pytest.CaptureFixture[str]
     err = capsys.readouterr().err
     assert err.startswith("error: tag: ") and "contains an invalid character" in err
     assert len(err.strip().splitlines()) == 1
+
+
+@in_process_api
+def test_the_engine_route_that_ensures_a_flow_refuses_banned_characters_too() -> None:
+    status, reply = api("POST", "/flows/ensure", {"name": "etl/daily"})
+    assert status == 422 and reply["error"].startswith("body.name: "), reply
+    status, reply = api("GET", "/flows/etl%2Fdaily")
+    assert status == 404, reply  # nothing was created

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from stratoflow.api.schemas import ObjectName
 from stratoflow.models import CacheEntry, Flow, FlowRun, TaskRun
 from stratoflow.orchestration import RunKind
 from stratoflow.states import State, StateType
@@ -38,7 +39,7 @@ class FlowIn(BaseModel):
     """What a client may set on a flow record (the server assigns id and created)."""
 
     model_config = ConfigDict(extra="forbid")
-    name: Annotated[str, Field(min_length=1, max_length=256)]
+    name: ObjectName  # a path segment of GET /flows/<name>: Prefect's banned characters are refused
     description: Annotated[str, Field(max_length=10_000)] | None = None
     tags: list[Annotated[str, Field(min_length=1, max_length=256)]] = Field(default_factory=list, max_length=100)
 
