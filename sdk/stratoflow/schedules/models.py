@@ -1,6 +1,12 @@
 """The schedule records a deployment carries. Validation of expressions lives here so a bad
 schedule is refused before anything is written (the API answers 422 naming the field, e.g.
-``schedules.0.schedule.cron: ...``). Pure: no boto3, no I/O."""
+``schedules.0.schedule.cron: ...``). Pure: no boto3, no I/O.
+
+Two levels: what every record must be (the models' own validators, also applied when a stored
+deployment is read) and what a schedule being created or changed must also be
+(``DeploymentScheduleIn``, used by requests and deploy): limits added later must not make the
+deployments stored before them unreadable; the tick skips what it cannot compute instead.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +15,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -30,7 +37,9 @@ CRON_ALIASES: dict[str, str] = {
     "@midnight": "0 0 * * *",
     "@hourly": "0 * * * *",
 }
-# Shortest interval accepted, in seconds (a schedule firing more often is refused, not rounded).
+# Shortest interval between two slots of a schedule, in seconds: an interval below it, or an
+# rrule firing closer, is refused (not rounded). The tick creates runs a minute ahead, so a
+# 1 s schedule fires on time (bench/scheduling_delay.py); cron's resolution is a minute.
 MIN_INTERVAL_SECONDS = 1.0
 
 
@@ -173,3 +182,24 @@ class DeploymentSchedule(_Schedule):
                     detail["ctx"] = err["ctx"]
                 details.append(detail)  # type: ignore[arg-type]
             raise ValidationError.from_exception_data(exc.title, details) from None
+
+
+def check_new_schedule(schedule: DeploymentSchedule) -> DeploymentSchedule:
+    """What a schedule being created or changed must also be: an rrule must fire at least
+    ``MIN_INTERVAL_SECONDS`` apart and have slots computable within limits (``slots.rrule_problem``).
+    Not part of the record's validation, so a deployment stored before these limits still loads."""
+    spec = schedule.schedule
+    if isinstance(spec, RRuleSchedule):
+        from stratoflow.schedules.slots import rrule_problem
+
+        problem = rrule_problem(spec)
+        if problem is not None:
+            raise ValidationError.from_exception_data("DeploymentSchedule", [{
+                "type": "value_error", "loc": ("schedule", "rrule"), "input": spec.rrule,
+                "ctx": {"error": ValueError(problem)}}])
+    return schedule
+
+
+# A schedule as a request gives it (``DeploymentCreate.schedules``): errors name the field,
+# ``schedules.0.schedule.rrule: Value error, ...``.
+DeploymentScheduleIn = Annotated[DeploymentSchedule, AfterValidator(check_new_schedule)]

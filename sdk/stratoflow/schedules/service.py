@@ -11,6 +11,9 @@ reached through a ``ScheduleProvisioner``, see ``eventbridge.py``).
   two re-creates nothing (same keys), a restart skips nothing.
 * ``on_deployment_changed``: deletes the unstarted future runs a change made wrong (schedule
   removed, changed, deactivated, deployment paused) and provisions the deployment's schedules.
+
+Slots are computed within a ``SlotBudget``: a schedule whose slots cannot be (one stored before
+new schedules were checked for it) is skipped with an error logged, never waited for.
 """
 
 from __future__ import annotations
@@ -26,7 +29,15 @@ from typing import TYPE_CHECKING, Literal, Protocol
 
 from stratoflow.exceptions import ObjectAlreadyExists, ObjectNotFound
 from stratoflow.schedules.models import DeploymentSchedule
-from stratoflow.schedules.slots import iter_slots, next_slots, parse_slot_key, slot_key, slot_key_prefix, utc
+from stratoflow.schedules.slots import (
+    ScheduleNotComputable,
+    iter_slots,
+    next_slots,
+    parse_slot_key,
+    slot_key,
+    slot_key_prefix,
+    utc,
+)
 from stratoflow.schedules.translate import translate
 from stratoflow.states import StateType
 
@@ -143,7 +154,11 @@ def fire(store: Store, settings: Settings, deployment_id: str, schedule_id: str,
         logger.info("not firing %s/%s at %s: deployment or schedule gone, paused or inactive",
                     deployment_id, schedule_id, slot)
         return None
-    exact = snap_slot(schedule, slot)
+    try:
+        exact = snap_slot(schedule, slot)
+    except ScheduleNotComputable as exc:
+        logger.error("not firing %s/%s at %s: %s", deployment_id, schedule_id, slot, exc)
+        return None
     if exact is None:
         logger.warning("not firing %s/%s: %s is not a slot of the schedule", deployment_id, schedule_id, slot)
         return None
@@ -238,7 +253,11 @@ def _tick_deployment(store: Store, settings: Settings, deployment: Deployment, n
         if scope == "tick" and translate(schedule.schedule).on_eventbridge:
             continue
         cursor = _read_cursor(store, deployment, schedule, now)
-        slots = next_slots(schedule.schedule, cursor.at, until=until, count=MAX_SLOTS_PER_TICK)
+        try:
+            slots = next_slots(schedule.schedule, cursor.at, until=until, count=MAX_SLOTS_PER_TICK)
+        except ScheduleNotComputable as exc:  # stored before such schedules were refused
+            logger.error("schedule %s of deployment %s skipped: %s", schedule.id, deployment.id, exc)
+            continue
         reached = until if len(slots) < MAX_SLOTS_PER_TICK else slots[-1]
         done = cursor.at  # the last slot handled
         for slot in slots:
@@ -292,8 +311,11 @@ def _still_valid(run: FlowRun, deployment: Deployment, schedule: DeploymentSched
     if parsed is None:
         return False
     slot = parsed[2]
-    if next(iter_slots(schedule.schedule, slot - timedelta(microseconds=1)), None) != slot:
-        return False
+    try:
+        if next(iter_slots(schedule.schedule, slot - timedelta(microseconds=1)), None) != slot:
+            return False
+    except ScheduleNotComputable:  # cannot tell: keep the run rather than delete a good one
+        return True
     return run.parameters == {**deployment.parameters, **schedule.parameters}
 
 
@@ -410,6 +432,9 @@ def upcoming(deployment: Deployment, now: datetime | None = None, count: int = 1
     out: list[tuple[str, datetime]] = []
     for schedule in deployment.schedules:
         if schedule.active:
-            out.extend((schedule.id, slot) for slot in next_slots(schedule.schedule, now, count=count))
+            try:
+                out.extend((schedule.id, slot) for slot in next_slots(schedule.schedule, now, count=count))
+            except ScheduleNotComputable as exc:
+                logger.warning("schedule %s of deployment %s: no upcoming slots: %s", schedule.id, deployment.id, exc)
     out.sort(key=lambda item: (item[1], item[0]))
     return out
