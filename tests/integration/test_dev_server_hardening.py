@@ -133,6 +133,14 @@ def test_a_body_without_content_type_is_415_through_the_dev_server(dev_stack: An
     assert _runs_of(dev_stack, "no-content-type") == []
 
 
+@pytest.mark.parametrize("method", ["TRACE", "QUERY"])
+def test_a_method_the_api_has_no_route_for_is_its_404_not_a_501(dev_stack: Any, method: str) -> None:
+    """http.server answered methods without a ``do_`` handler 501, a server error (schemathesis)."""
+    response = dev_stack.request(method, "/health")
+    assert response.status == 404 and response.json()["error"] == f"no route for {method} /health"
+    assert dev_stack.request("get", "/health").status == 501  # not a method name: the resolver would upper-case it
+
+
 # -- bodies that are not UTF-8 --------------------------------------------------------------------
 def test_a_json_body_that_is_not_utf8_reaches_the_function_base64_encoded() -> None:
     """As API Gateway: a "text" body that is not UTF-8 is base64-encoded, not decoded with U+FFFD."""

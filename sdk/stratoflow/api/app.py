@@ -103,9 +103,41 @@ def _precheck(event: Any) -> dict[str, Any] | None:
     return None
 
 
+def _require_discriminators(document: Any) -> None:
+    """Add each discriminator's ``propertyName`` to ``required`` of the component schemas its
+    mapping names, in the OpenAPI model ``document`` (Powertools' pydantic models, walked whole)."""
+    from pydantic import BaseModel
+
+    components = (document.components.schemas or {}) if document.components else {}
+    tags: dict[str, str] = {}  # component name -> the property that must be there
+
+    def walk(node: Any) -> None:
+        if isinstance(node, BaseModel):
+            found = getattr(node, "discriminator", None)
+            if found is not None and found.mapping:
+                for ref in found.mapping.values():
+                    tags[ref.rsplit("/", 1)[-1]] = found.propertyName
+            for value in node.__dict__.values():
+                walk(value)
+        elif isinstance(node, dict):
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list | tuple):
+            for value in node:
+                walk(value)
+
+    walk(document)
+    for name, prop in tags.items():
+        target = components.get(name)
+        required = getattr(target, "required", None)
+        if target is not None and hasattr(target, "required") and prop not in (required or []):
+            target.required = [*(required or []), prop]
+
+
 def build_app() -> "APIGatewayHttpResolver":
     """A new resolver with every route, error handler and the OpenAPI/Swagger routes."""
     import binascii
+    import inspect
     from typing import Annotated
 
     from aws_lambda_powertools import Logger, Metrics
@@ -117,6 +149,7 @@ def build_app() -> "APIGatewayHttpResolver":
     )
     from aws_lambda_powertools.event_handler.openapi.params import Body, Path, Query
     from aws_lambda_powertools.metrics import MetricUnit
+    from pydantic import TypeAdapter, ValidationError
 
     from stratoflow import __version__
     from stratoflow.api import operations as ops
@@ -126,16 +159,20 @@ def build_app() -> "APIGatewayHttpResolver":
         Unprocessable,
         describe_validation_errors,
         error_body,
+        json_type_errors,
     )
     from stratoflow.api.schemas import (
+        FLOW_RUN_CURSOR_FORMAT,
         MAX_LOGS_PER_REQUEST,
         ErrorOut,
         FlowRunCreate,
         FlowRunFilter,
         Health,
+        LogCursor,
         LogIn,
         LogPageOut,
         LogsWritten,
+        SetStateForceIn,
         SetStateIn,
         SetStateOut,
     )
@@ -171,9 +208,46 @@ def build_app() -> "APIGatewayHttpResolver":
         expects_array = route is not None and (route.method, route.path) in _ARRAY_BODIES
         if isinstance(value, list) and not expects_array:
             raise Unprocessable("body: must be a JSON object, not an array")
+        if route is not None and value is not None:
+            check_json_types(route, body, value)
         return value
 
+    body_types: dict[Any, TypeAdapter[Any] | None] = {}
+
+    def check_json_types(route: Any, body: str, value: Any) -> None:
+        """422 for a body value of another JSON type than the schema's, which pydantic's lax
+        validation would convert ("5" for an integer, 1 for a boolean), nested records included:
+        the API takes the types its OpenAPI document states. A body lax validation refuses anyway
+        is left to it, so its answer stays as it was."""
+        if route not in body_types:
+            parameter = inspect.signature(route.func).parameters.get("body")
+            body_types[route] = None if parameter is None else TypeAdapter(parameter.annotation)
+        adapter = body_types[route]
+        if adapter is None:
+            return
+        try:
+            adapter.validate_json(body, strict=True)
+        except ValidationError as strict:
+            if any(e["type"] == "json_invalid" for e in strict.errors()):
+                return  # a body json.loads reads but pydantic's parser does not (nested too deep)
+            errors = json_type_errors(strict.errors())
+            if not errors:
+                return
+            try:
+                adapter.validate_python(value)
+            except ValidationError:
+                return
+            raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in errors]) from None
+
     class Resolver(APIGatewayHttpResolver):
+        def get_openapi_schema(self, **kwargs: Any) -> Any:
+            """Powertools' document (for /openapi.json and /docs alike), where a discriminator's
+            property is required in each schema it maps to: validation needs the tag (a schedule's
+            ``type``), which pydantic's schema leaves optional because it has a default."""
+            document = super().get_openapi_schema(**kwargs)
+            _require_discriminators(document)
+            return document
+
         def resolve(self, event: Any, context: Any) -> dict[str, Any]:
             early = _precheck(event)
             if early is not None:
@@ -192,6 +266,11 @@ def build_app() -> "APIGatewayHttpResolver":
         description="Control plane of Stratoflow: flow runs, task runs, state transitions and logs. "
                     "Every error body is {\"error\": \"<one line>\", ...}.",
     )
+
+    def with_headers(declared: dict[int, Any], headers: dict[str, Any]) -> dict[int, Any]:
+        """``declared`` with ``headers`` on its success response (the first status declared)."""
+        ok = next(iter(declared))
+        return {**declared, ok: {**declared[ok], "headers": headers}}
 
     def responses(ok: int, model: Any, description: str, *errors: int) -> dict[int, Any]:
         texts = {400: "malformed JSON", 403: "refused: needs another route (named)", 404: "unknown id",
@@ -302,7 +381,10 @@ def build_app() -> "APIGatewayHttpResolver":
 
     @app.post("/flow_runs/filter", tags=["flow runs"],
               summary="Flow runs, newest first; the next page's cursor is in the x-next-cursor header",
-              responses=responses(200, list[FlowRun], "matching flow runs", 400, 413, 415))
+              responses=with_headers(responses(200, list[FlowRun], "matching flow runs", 400, 413, 415), {
+                  "x-next-cursor": {"description": "the cursor of the next page (pass it as `cursor`); absent on the "
+                                                   "last page", "schema": {"type": "string",
+                                                                           "format": FLOW_RUN_CURSOR_FORMAT}}}))
     def filter_flow_runs(body: Annotated[FlowRunFilter | None, Body()] = None) -> Response[list[FlowRun]]:
         body = body or FlowRunFilter()
         from stratoflow.storage.base import FlowRunQuery
@@ -339,7 +421,7 @@ def build_app() -> "APIGatewayHttpResolver":
               summary="Set a state without the orchestration rules (administrative override)",
               description="Granted separately from .../set_state (docs/api.md). The state is accepted as is.",
               responses=responses(200, SetStateOut, "ACCEPT", 400, 404, 413, 415))
-    def force_flow_run_state(flow_run_id: FlowRunId, body: SetStateIn) -> SetStateOut:
+    def force_flow_run_state(flow_run_id: FlowRunId, body: SetStateForceIn) -> SetStateOut:
         result = ops.set_state(get_store(), RunKind.FLOW, flow_run_id, body, force=True)
         count("StatesForced")
         return SetStateOut.from_result(result)
@@ -368,7 +450,7 @@ def build_app() -> "APIGatewayHttpResolver":
               summary="Set a state without the orchestration rules (administrative override)",
               description="Granted separately from .../set_state (docs/api.md). The state is accepted as is.",
               responses=responses(200, SetStateOut, "ACCEPT", 400, 404, 413, 415))
-    def force_task_run_state(task_run_id: TaskRunId, body: SetStateIn) -> SetStateOut:
+    def force_task_run_state(task_run_id: TaskRunId, body: SetStateForceIn) -> SetStateOut:
         result = ops.set_state(get_store(), RunKind.TASK, task_run_id, body, force=True)
         count("StatesForced")
         return SetStateOut.from_result(result)
@@ -388,7 +470,7 @@ def build_app() -> "APIGatewayHttpResolver":
              responses=responses(200, LogPageOut, "a page of logs", 404))
     def read_logs(
         flow_run_id: FlowRunId,
-        cursor: Annotated[str | None, Query(description="next_cursor of the previous page", max_length=2048)] = None,
+        cursor: Annotated[LogCursor | None, Query(description="next_cursor of the previous page")] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 200,
         min_level: Annotated[int, Query(ge=0, le=100, description="only logs at this level or above")] = 0,
         task_run_id: Annotated[str | None, Query(description="only logs of this task run", max_length=256)] = None,
@@ -474,7 +556,7 @@ def _register_object_routes(app: Any, responses: Any, count: Any) -> None:
               summary="Resume a paused (or suspended) flow run, with input for a pause that waits for it",
               description="Paused -> Running; Suspended -> Scheduled and sent to its work queue. 409 when the "
                           "run is not paused or its pause timed out; 422 naming the field of a bad run_input.",
-              responses=responses(200, FlowRun, "resumed", 404, 409, 422))
+              responses=responses(200, FlowRun, "resumed", 400, 404, 409, 413, 415))
     def resume_flow_run(flow_run_id: FlowRunId, body: ResumeIn) -> FlowRun:
         return ops.resume_flow_run(get_store(), flow_run_id, body.run_input)
 
@@ -624,7 +706,8 @@ def _register_object_routes(app: Any, responses: Any, count: Any) -> None:
         return SlotsAnswer(acquired=full is None, full=full)
 
     @app.post("/concurrency_limits/decrement", tags=["concurrency limits"],
-              summary="Give back a task run's slots", responses=responses(200, SlotsAnswer, "given back", 400))
+              summary="Give back a task run's slots",
+              responses=responses(200, SlotsAnswer, "given back", 400, 413, 415))
     def decrement_slots(body: SlotsRequest) -> SlotsAnswer:
         get_store().release_tag_slots(body.tags, body.holder)
         return SlotsAnswer(acquired=False)

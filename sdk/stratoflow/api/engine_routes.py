@@ -16,11 +16,12 @@ GET  /cache/<key>, PUT /cache/<key>    task cache entries
 =====================================  =====================================================
 """
 
+import json
 import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
 from stratoflow.api.schemas import ObjectName
 from stratoflow.models import CacheEntry, Flow, FlowRun, TaskRun
@@ -44,10 +45,46 @@ class FlowIn(BaseModel):
     tags: list[Annotated[str, Field(min_length=1, max_length=256)]] = Field(default_factory=list, max_length=100)
 
 
+_Key = Annotated[str, Field(min_length=1, max_length=256)]
+
+
+class RunKeys(BaseModel):
+    """The fields of a run the store keys it by or reads another record by (its table's key, an
+    index's, its flow run's): DynamoDB refuses an empty key and a long one (2 KiB), so a run sent
+    here keeps them to names of 1 to 256 characters, where the records themselves do not bound them."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: _Key
+    flow_name: _Key | None = None
+    deployment_id: _Key | None = None
+    flow_run_id: _Key | None = None
+
+
+# A run as the engine sends it: a FlowRun (kind flow) or a TaskRun (kind task), validated as the
+# path's kind says (``_parse_run``), with ``RunKeys``; the schema names both records (which the
+# responses define) and the keys' bounds.
+RUN_SCHEMA: dict[str, Any] = {"allOf": [{"anyOf": [{"$ref": "#/components/schemas/FlowRun"},
+                                                   {"$ref": "#/components/schemas/TaskRun"}]},
+                                        # A run without an id gets one: none is required.
+                                        {k: v for k, v in RunKeys.model_json_schema().items() if k != "required"}],
+                              "description": "a FlowRun for kind flow, a TaskRun for kind task"}
+# A created run carries the history it is replayed from: at least one state.
+NEW_RUN_SCHEMA: dict[str, Any] = {"allOf": [RUN_SCHEMA, {"required": ["state_history"],
+                                                         "properties": {"state_history": {"minItems": 1}}}]}
+# What a cache entry must be besides a CacheEntry: a Completed state with its result.
+CACHE_ENTRY_SCHEMA: dict[str, Any] = {"allOf": [
+    {"$ref": "#/components/schemas/CacheEntry"},
+    {"properties": {"state": {"required": ["type", "result_ref"],
+                              "properties": {"type": {"const": StateType.COMPLETED.value},
+                                             "result_ref": {"type": "object"}}}}}]}
+
+
 class CommitIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    run: dict[str, Any] = Field(description="the run record after the transition")
+    run: Annotated[dict[str, Any], WithJsonSchema(RUN_SCHEMA)] = Field(
+        description="the run record after the transition")
     new_states: list[State] = Field(min_length=1, max_length=MAX_STATES_PER_REQUEST)
     expected_version: int = Field(ge=1)
     allowed_from: list[StateType | None] = Field(max_length=len(StateType) + 1)
@@ -74,16 +111,27 @@ def _parse_kind(kind: str) -> RunKind:
 
 
 def _parse_run(kind: RunKind, data: dict[str, Any], where: str) -> FlowRun | TaskRun:
+    """The run in ``data``, validated with JSON's types (strict, as every body: "3" is no integer)."""
     from pydantic import ValidationError
 
-    from stratoflow.api.errors import Unprocessable, describe_validation_errors
+    from stratoflow.api.errors import Unprocessable, describe_validation_errors, json_type_errors
 
+    model = _model(kind)
     try:
-        return _model(kind).model_validate(data)
+        run = model.model_validate_json(json.dumps(data), strict=True)
+        RunKeys.model_validate(run.model_dump(include=set(RunKeys.model_fields)))
+        return run
     except ValidationError as exc:
-        line, details = describe_validation_errors(
-            [{**e, "loc": (where, *e.get("loc", ()))} for e in exc.errors()])
-        raise Unprocessable(line, errors=details) from None
+        errors = json_type_errors(exc.errors())
+    try:
+        if not errors:  # only whole floats for integers, which JSON Schema reads as integers too
+            run = model.model_validate(data)
+            RunKeys.model_validate(run.model_dump(include=set(RunKeys.model_fields)))
+            return run
+    except ValidationError as exc:
+        errors = list(exc.errors())  # type: ignore[arg-type]
+    line, details = describe_validation_errors([{**e, "loc": (where, *e.get("loc", ()))} for e in errors])
+    raise Unprocessable(line, errors=details)
 
 
 def check_refs(states: Sequence[State], where: str, run: FlowRun | TaskRun | None = None,
@@ -211,7 +259,8 @@ def register(app: "APIGatewayHttpResolver") -> None:
     @app.post("/runs/<kind>/create", tags=["engine"], status_code=201,
               summary="Create a run with its state history, replayed through the policy",
               responses=responses(201, dict[str, Any], "the created run", *body_errors, 404, 409))
-    def create_run(kind: Kind, body: Annotated[dict[str, Any], Body()]) -> Response[Any]:
+    def create_run(kind: Kind,
+                   body: Annotated[dict[str, Any], Body(), WithJsonSchema(NEW_RUN_SCHEMA)]) -> Response[Any]:
         run_kind = _parse_kind(kind)
         run = _parse_run(run_kind, body, "body")
         if not run.state_history:
@@ -280,8 +329,8 @@ def register(app: "APIGatewayHttpResolver") -> None:
         return entry
 
     @app.put("/cache/<key>", tags=["engine"], summary="Write a cache entry",
-             responses=responses(200, CacheEntry, "the entry written", *body_errors))
-    def write_cache(key: Key, body: CacheEntry) -> CacheEntry:
+             responses=responses(200, CacheEntry, "the entry written", *body_errors, 404))
+    def write_cache(key: Key, body: Annotated[CacheEntry, Body(), WithJsonSchema(CACHE_ENTRY_SCHEMA)]) -> CacheEntry:
         if body.key != key:
             raise Unprocessable(f"body.key: {body.key!r} is not the key of the path ({key!r})")
         if body.state.type != StateType.COMPLETED:

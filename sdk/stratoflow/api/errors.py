@@ -77,3 +77,25 @@ def describe_validation_errors(errors: Sequence[Mapping[str, Any]]) -> tuple[str
     if len(details) > 1:
         line += f" (and {len(details) - 1} more)"
     return line, details
+
+
+def json_type_errors(errors: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Of a strict validation's errors, those of a value of another JSON type than its field's
+    ("5" or true for an integer, 1 for a boolean, a number for a date-time). The others are left
+    to lax validation: past a validator that hands its handler a parsed value, strict validation is
+    Python's and refuses a date-time string. A whole float (3.0) is an integer, as in JSON Schema."""
+
+    def wrong_type(error: Mapping[str, Any]) -> bool:
+        kind, value = str(error.get("type", "")), error.get("input")
+        if kind.startswith("int_"):
+            return not (isinstance(value, int) and not isinstance(value, bool)) and not (
+                isinstance(value, float) and value.is_integer())
+        if kind.startswith("float_"):
+            return isinstance(value, bool) or not isinstance(value, int | float)
+        if kind.startswith("bool_"):
+            return not isinstance(value, bool)
+        if kind.startswith(("datetime_", "date_", "time_")):
+            return not isinstance(value, str)
+        return False
+
+    return [dict(e) for e in errors if wrong_type(e)]

@@ -7,12 +7,13 @@ OpenAPI schema from them. Responses reuse the domain records (``FlowRun``, ``Tas
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, field_validator
 
-from stratoflow.exceptions import raise_on_name_with_banned_characters
+from stratoflow.exceptions import BANNED_CHARACTERS, raise_on_name_with_banned_characters
 from stratoflow.models import Log, WorkPoolType
 from stratoflow.orchestration import OrchestrationResult, ResponseStatus
 from stratoflow.schedules.models import DeploymentScheduleIn
@@ -29,20 +30,45 @@ _LEVEL_NAMES = {"CRITICAL": 50, "FATAL": 50, "ERROR": 40, "WARNING": 30, "WARN":
                 "NOTSET": 0}
 
 
+# A level name in any case ("INFO", "info"), spelled as ASCII classes so the pattern means the
+# same to Python, to pydantic and to JSON Schema (ECMA-262) clients: the one definition of a name.
+LEVEL_NAME_PATTERN = "^(?:" + "|".join("".join(f"[{c}{c.lower()}]" for c in n) for n in _LEVEL_NAMES) + ")$"
+_LEVEL_NAME = re.compile(LEVEL_NAME_PATTERN)
+
+
 def _level(value: Any) -> Any:
     """Accept a level as a number or as a logging level name ("INFO")."""
-    if isinstance(value, str) and value.strip().upper() in _LEVEL_NAMES:
-        return _LEVEL_NAMES[value.strip().upper()]
+    if isinstance(value, str) and _LEVEL_NAME.fullmatch(value):
+        return _LEVEL_NAMES[value.upper()]
     return value
 
 
-LogLevel = Annotated[int, BeforeValidator(_level),
-                     Field(ge=0, le=100, description="10 DEBUG ... 50 CRITICAL, or a level name")]
+# The JSON schema says both forms (what ``_level`` accepts), not only the integer it becomes.
+LogLevel = Annotated[int, Field(ge=0, le=100), BeforeValidator(_level), WithJsonSchema({
+    "anyOf": [{"type": "integer", "minimum": 0, "maximum": 100},
+              {"type": "string", "pattern": LEVEL_NAME_PATTERN}],
+    "description": "10 DEBUG ... 50 CRITICAL, or a level name"})]
 Name = Annotated[str, Field(min_length=1, max_length=MAX_NAME_LENGTH)]
 # A name that becomes a URL path segment (a flow's, a deployment's, a concurrency limit's tag):
 # none of Prefect's banned characters (``/ % & > <``), or it could be created but never read or
-# deleted by its route. Run names, tags in general and ids stay ``Name``, as in Prefect.
-ObjectName = Annotated[Name, AfterValidator(raise_on_name_with_banned_characters)]
+# deleted by its route. Run names, tags in general and ids stay ``Name``, as in Prefect. The
+# validator words the refusal as Prefect does; the pattern tells the same rule to the schema.
+OBJECT_NAME_PATTERN = "^[^" + "".join(BANNED_CHARACTERS) + "]*$"  # none needs escaping in a class
+ObjectName = Annotated[Name, AfterValidator(raise_on_name_with_banned_characters),
+                       Field(json_schema_extra={"pattern": OBJECT_NAME_PATTERN})]
+
+
+# ``packaging.relative_path_problem`` and ``check_entrypoint`` as regular expressions, for the
+# schema (tests/unit/test_schema_patterns.py holds them equal; packaging is not imported here: its
+# package pulls in deploy, too slow for a cold start). Only negated ASCII classes and plain
+# groups: they mean the same in Python and in JSON Schema's ECMA-262. A component is anything but
+# "..", without "/", "\\" or NUL; the first is not empty (absolute) nor a drive ("C:").
+_CHAR = r"[^/\\\x00]"
+_COMPONENT = rf"(?:[^/\\\x00.]{_CHAR}*|\.(?:[^/\\\x00.]{_CHAR}*)?|\.\.{_CHAR}+)"
+_FIRST = rf"(?:[^/\\\x00.A-Za-z]{_CHAR}*|[A-Za-z](?:[^/\\\x00:]{_CHAR}*)?|\.(?:[^/\\\x00.]{_CHAR}*)?|\.\.{_CHAR}+)"
+RELATIVE_PATH_PATTERN = rf"^{_FIRST}(?:/{_COMPONENT}?)*$"
+_ONLY_FILE = rf"(?:[^/\\\x00A-Za-z]{_CHAR}*|[A-Za-z](?:[^/\\\x00:]{_CHAR}*)?)?\.py"
+ENTRYPOINT_PATTERN = rf"^(?:{_FIRST}(?:/{_COMPONENT}?)*/{_CHAR}*\.py|{_ONLY_FILE}):[^:]+$"
 
 
 def _utc(value: datetime | None) -> datetime | None:
@@ -50,6 +76,15 @@ def _utc(value: datetime | None) -> datetime | None:
     if value is not None and value.tzinfo is None:
         return value.replace(tzinfo=UTC)
     return value
+
+
+# Cursors are opaque: only one a page returned is read (else 422). The schema cannot say "one
+# this API returned", so it names the kind of token with a format of its own (OpenAPI formats are
+# open-ended); a client never builds one.
+FLOW_RUN_CURSOR_FORMAT = "stratoflow-flow-run-cursor"
+LOG_CURSOR_FORMAT = "stratoflow-log-cursor"
+FlowRunCursor = Annotated[str, Field(max_length=2048, json_schema_extra={"format": FLOW_RUN_CURSOR_FORMAT})]
+LogCursor = Annotated[str, Field(max_length=2048, json_schema_extra={"format": LOG_CURSOR_FORMAT})]
 
 
 class _Body(BaseModel):
@@ -82,6 +117,12 @@ class SetStateIn(_Body):
     force: bool = Field(default=False, description=(
         "must be false here: to skip the orchestration rules (an administrative override) POST the "
         "same body to .../set_state/force, a route IAM grants separately; true is refused with 403"))
+
+
+class SetStateForceIn(SetStateIn):
+    """The body of ``.../set_state/force``: ``force`` may be left out or true, never false."""
+
+    force: Literal[True] = Field(default=True, description="true or left out: this route always forces")
 
 
 class SetStateOut(BaseModel):
@@ -117,14 +158,13 @@ class FlowRunFilter(_Body):
     scheduled_before: datetime | None = Field(
         default=None, description="with state_types: runs that entered their state (scheduled runs: whose "
         "scheduled time is) at or before this, oldest first — the due runs")
-    cursor: Annotated[str, Field(max_length=2048)] | None = Field(
-        default=None, description="the x-next-cursor header of the previous page")
+    cursor: FlowRunCursor | None = Field(default=None, description="the x-next-cursor header of the previous page")
     limit: int = Field(default=200, ge=1, le=1000)
 
 
-# Log timestamps the API accepts: [2000, 3000). Before 2000 is a broken clock (and before 1970
-# a TTL in the past); near year 9999 the TTL (timestamp + retention) overflows. Up to 3000 leaves
-# centuries of retention and keeps fixed future dates (tests, replays) working.
+# Log timestamps the API accepts: dated [2000, 3000). Before 2000 is a broken clock (and before
+# 1970 a TTL in the past); near year 9999 the TTL (timestamp + retention) overflows. Up to 3000
+# leaves centuries of retention and keeps fixed future dates (tests, replays) working.
 LOG_TIME_MIN = datetime(2000, 1, 1, tzinfo=UTC)
 LOG_TIME_MAX = datetime(3000, 1, 1, tzinfo=UTC)
 
@@ -133,13 +173,19 @@ class LogIn(_Body):
     """One log line. Lines are stored by flow run, timestamp and ``id``: a line sent again with
     the same id and timestamp (a retried batch) replaces itself instead of being stored twice."""
 
+    # ``_id_needs_timestamp`` in the schema: no id, or a timestamp beside it.
+    model_config = ConfigDict(json_schema_extra={"anyOf": [
+        {"properties": {"id": {"type": "null"}}},
+        {"required": ["timestamp"], "properties": {"timestamp": {"type": "string"}}}]})
+
     flow_run_id: Name
     task_run_id: Name | None = None
     name: Name = "stratoflow"
     level: LogLevel = 20
     message: str
-    timestamp: datetime | None = Field(
-        default=None, description="when it was emitted, from 2000-01-01 to 2999-12-31; default now (UTC)")
+    timestamp: Annotated[datetime, Field(json_schema_extra={"pattern": "^2[0-9]{3}-"})] | None = Field(
+        default=None, description="when it was emitted, dated (as written) from 2000-01-01 to 2999-12-31; "
+                                  "default now (UTC)")
     id: str | None = Field(
         default=None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:-]+$",
         description="unique within the flow run, chosen by the client when the line is emitted; with "
@@ -157,16 +203,14 @@ class LogIn(_Body):
     @field_validator("timestamp")
     @classmethod
     def _timestamp_in_range(cls, value: datetime | None) -> datetime | None:
+        # The date as written, which the schema's pattern can state (an offset can move the UTC
+        # instant a few hours past either end: still centuries from a TTL overflow).
         if value is None:
             return None
+        if not LOG_TIME_MIN.year <= value.year < LOG_TIME_MAX.year:
+            raise ValueError(f"{value.isoformat()} is out of range: from 2000-01-01 to 2999-12-31")
         aware = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
-        try:
-            utc = aware.astimezone(UTC)
-        except OverflowError:  # e.g. 9999-12-31T23:00:00-05:00
-            utc = None
-        if utc is None or not LOG_TIME_MIN <= utc < LOG_TIME_MAX:
-            raise ValueError(f"{value.isoformat()} is out of range: from 2000-01-01 to 2999-12-31 (UTC)")
-        return utc
+        return aware.astimezone(UTC)
 
     @field_validator("id")
     @classmethod
@@ -187,7 +231,7 @@ class LogsWritten(BaseModel):
 
 class LogPageOut(BaseModel):
     logs: list[Log]
-    next_cursor: str | None = Field(
+    next_cursor: LogCursor | None = Field(
         description="pass back as `cursor` for the logs after this page (also to follow a running flow); "
                     "null when the run has no logs yet. An empty page means nothing more has been written yet.")
 
@@ -211,15 +255,30 @@ PoolName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0
                                 description="letters, digits, '-' and '_' (it names the pool's SQS queue)")]
 
 
+def _these_together(*names: str) -> dict[str, Any]:
+    """JSON Schema for "all of ``names`` are null (or left out), or all are strings"."""
+    return {"anyOf": [{"properties": {n: {"type": "null"} for n in names}},
+                      {"required": list(names), "properties": {n: {"type": "string"} for n in names}}]}
+
+
 class DeploymentCreate(_Body):
     """Create the deployment of ``flow_name`` called ``name``, or update it (bumping ``version``)."""
+
+    # What the operation checks across fields, where the schema can say it: package_uri and
+    # package_sha256 go together; work_queue_name needs work_pool_name.
+    model_config = ConfigDict(json_schema_extra={"allOf": [
+        _these_together("package_uri", "package_sha256"),
+        {"anyOf": [{"properties": {"work_queue_name": {"type": "null"}}},
+                   {"required": ["work_pool_name"], "properties": {"work_pool_name": {"type": "string"}}}]}]})
 
     name: ObjectName
     flow_name: ObjectName
     description: str | None = Field(default=None, max_length=MAX_STATE_MESSAGE_LENGTH)
-    entrypoint: str | None = Field(default=None, max_length=1024, description="path/to/file.py:flow_function")
-    package_uri: str | None = Field(default=None, max_length=2048)
-    package_sha256: str | None = Field(default=None, max_length=64)
+    entrypoint: str | None = Field(default=None, max_length=1024, description="path/to/file.py:flow_function",
+                                   json_schema_extra={"pattern": ENTRYPOINT_PATTERN})
+    package_uri: str | None = Field(default=None, max_length=2048,
+                                    description="where this stack keeps the package of package_sha256")
+    package_sha256: str | None = Field(default=None, max_length=64, json_schema_extra={"pattern": "^[0-9a-fA-F]{64}$"})
     parameters: dict[str, Any] = Field(default_factory=dict, description="defaults for every run")
     parameter_openapi_schema: dict[str, Any] = Field(
         default_factory=dict, description="JSON Schema the merged parameters of a run must satisfy")
@@ -229,7 +288,8 @@ class DeploymentCreate(_Body):
     paused: bool = False
     concurrency_limit: int | None = Field(default=None, ge=0)
     schedules: list[DeploymentScheduleIn] = Field(default_factory=list, max_length=50)
-    path: str | None = Field(default=None, max_length=1024, description="root the entrypoint is relative to")
+    path: str | None = Field(default=None, max_length=1024, description="root the entrypoint is relative to",
+                             json_schema_extra={"pattern": f"^$|{RELATIVE_PATH_PATTERN}"})
 
     # Executors import the entrypoint from the package and fetch only the stack's own packages:
     # a file outside the package (absolute, `..`) is refused here; package_uri is checked against

@@ -45,6 +45,7 @@ import contextlib
 import io
 import json
 import os
+import re
 import secrets
 import socket
 import socketserver
@@ -557,6 +558,11 @@ class _ApiServer(_TrackedThreadingMixIn, HTTPServer):
         self.stack._log(f"error serving {client_address[0]}:\n{traceback.format_exc().rstrip()}")
 
 
+# The shape of a registered HTTP method (IANA's registry: TRACE, QUERY, VERSION-CONTROL, ...);
+# anything else (a lower-case "post" the resolver would upper-case) keeps http.server's 501.
+_METHOD_NAME = re.compile(r"[A-Z][A-Z-]*")
+
+
 class _EarlyResponse(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
@@ -645,6 +651,16 @@ class _ApiRequestHandler(BaseHTTPRequestHandler):
         stack._log_request(self.command, self.path, response, result, (time.perf_counter() - started) * 1000)
 
     do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = _proxy
+
+    def parse_request(self) -> bool:
+        """Send the other methods (TRACE, QUERY, ...) to the function too, as the template's
+        ``ANY /{proxy+}`` route does; its resolver answers 404 for a method it has no route for,
+        where http.server would answer 501, a server error for a request the API simply refuses."""
+        if not super().parse_request():
+            return False
+        if not hasattr(self, f"do_{self.command}") and _METHOD_NAME.fullmatch(self.command):
+            setattr(self, f"do_{self.command}", self._proxy)
+        return True
 
     def _send(self, response: GatewayResponse, request_id: str) -> None:
         status = response.status
