@@ -173,3 +173,18 @@ def client():  # type: ignore[no-untyped-def]
     from stratoflow import get_client
 
     return get_client()
+
+
+@pytest.fixture
+def restore_imports(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Undo what ``load_entrypoint`` does to the process: package roots on ``sys.path``, and the
+    modules of the tests' temporary directories in ``sys.modules`` (stratoflow's own stay loaded)."""
+    import sys
+
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    base = str(tmp_path_factory.getbasetemp())
+    before = set(sys.modules)
+    yield
+    for name in set(sys.modules) - before:
+        if str(getattr(sys.modules[name], "__file__", None) or "").startswith(base):
+            del sys.modules[name]

@@ -166,27 +166,17 @@ def package_root(store: Store, settings: Settings, deployment: Deployment) -> Pa
 
 
 def load_flow(store: Store, settings: Settings, deployment: Deployment) -> Flow[..., Any]:
-    """The deployment's flow, from its package (cached on disk by hash and in memory here).
-    Only ``s3://<this stack's bucket>/packages/<sha256>.zip`` is fetched: a record pointing
-    elsewhere (written before the API checked it, or directly in the table) is refused."""
-    from stratoflow.deployments.packaging import load_entrypoint, materialize_package, package_uri_problem
+    """The deployment's flow, imported in this process from its package (``package_root``) and
+    kept in memory here: only with ``flow_isolation`` "none" (flow code runs with the runtime)."""
+    from stratoflow.deployments.packaging import load_entrypoint
 
-    if not deployment.entrypoint:
-        raise StratoflowError(f"deployment {deployment.flow_name}/{deployment.name} has no entrypoint")
-    if not deployment.package_uri or not deployment.package_sha256:
-        raise StratoflowError(f"deployment {deployment.flow_name}/{deployment.name} has no package: deploy it "
-                              "with `stratoflow deploy` (or give package_uri and package_sha256)")
-    problem = package_uri_problem(deployment.package_uri, deployment.package_sha256, settings.bucket)
-    if problem is not None:
-        raise StratoflowError(f"deployment {deployment.flow_name}/{deployment.name}: {problem}; refusing to "
-                              "download it (deploy it again)")
+    root = package_root(store, settings, deployment)
+    assert deployment.package_sha256 is not None and deployment.entrypoint is not None
     key = (deployment.package_sha256, deployment.entrypoint)
     with _flows_lock:
         cached = _flows.get(key)
     if cached is not None:
         return cached
-    root = materialize_package(deployment.package_uri, deployment.package_sha256, get_blob=store.get_blob,
-                               cache_root=settings.package_cache_dir)
     flow = load_entrypoint(root, deployment.entrypoint)
     with _flows_lock:
         _flows[key] = flow

@@ -6,9 +6,8 @@ from __future__ import annotations
 import argparse
 import base64
 import hashlib
-import sys
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,17 +37,8 @@ def report(day: str) -> str:
 """
 
 
-@pytest.fixture(autouse=True)
-def _restore_imports(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """Deploying imports the flow files (and the executor side puts package roots on sys.path):
-    undo both for the tests' own modules."""
-    monkeypatch.setattr(sys, "path", list(sys.path))
-    base = str(tmp_path_factory.getbasetemp())
-    before = set(sys.modules)
-    yield
-    for name in set(sys.modules) - before:
-        if str(getattr(sys.modules[name], "__file__", None) or "").startswith(base):
-            del sys.modules[name]
+# load_entrypoint puts package roots on sys.path and their modules in sys.modules: undone after each test.
+pytestmark = pytest.mark.usefixtures("restore_imports")
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,18 +27,8 @@ FLOWS = "from stratoflow import flow\n\n\n@flow\ndef etl(n: int = 3) -> int:\n  
 SHA = "ab" * 32
 
 
-@pytest.fixture(autouse=True)
-def _restore_imports(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """Deploying and executing import the flow files and put package roots on sys.path: undo both."""
-    import sys
-
-    monkeypatch.setattr(sys, "path", list(sys.path))
-    base = str(tmp_path_factory.getbasetemp())
-    before = set(sys.modules)
-    yield
-    for name in set(sys.modules) - before:
-        if str(getattr(sys.modules[name], "__file__", None) or "").startswith(base):
-            del sys.modules[name]
+# load_entrypoint puts package roots on sys.path and their modules in sys.modules: undone after each test.
+pytestmark = pytest.mark.usefixtures("restore_imports")
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ import os
 import sys
 import threading
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -38,17 +37,8 @@ not_a_flow = 42
 """
 
 
-@pytest.fixture(autouse=True)
-def _restore_imports(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """load_entrypoint puts package roots on sys.path and their modules in sys.modules: undo both
-    (only for modules of the tests' temporary directories: stratoflow's own stay loaded)."""
-    monkeypatch.setattr(sys, "path", list(sys.path))
-    base = str(tmp_path_factory.getbasetemp())
-    before = set(sys.modules)
-    yield
-    for name in set(sys.modules) - before:
-        if str(getattr(sys.modules[name], "__file__", None) or "").startswith(base):
-            del sys.modules[name]
+# load_entrypoint puts package roots on sys.path and their modules in sys.modules: undone after each test.
+pytestmark = pytest.mark.usefixtures("restore_imports")
 
 
 def write(root: Path, files: dict[str, str]) -> Path:

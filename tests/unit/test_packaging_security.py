@@ -12,10 +12,9 @@ import marshal
 import os
 import stat
 import struct
-import sys
 import warnings
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -37,16 +36,8 @@ REAL = FLOW.format(body="2 * n")
 EVIL = FLOW.format(body='"planted"')
 
 
-@pytest.fixture(autouse=True)
-def _restore_imports(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """load_entrypoint puts package roots on sys.path and their modules in sys.modules: undo both."""
-    monkeypatch.setattr(sys, "path", list(sys.path))
-    base = str(tmp_path_factory.getbasetemp())
-    before = set(sys.modules)
-    yield
-    for name in set(sys.modules) - before:
-        if str(getattr(sys.modules[name], "__file__", None) or "").startswith(base):
-            del sys.modules[name]
+# load_entrypoint puts package roots on sys.path and their modules in sys.modules: undone after each test.
+pytestmark = pytest.mark.usefixtures("restore_imports")
 
 
 @pytest.fixture
