@@ -247,11 +247,7 @@ def _execute_isolated(store: Store, settings: Settings, run: FlowRun, deployment
     after = store.read_run(RunKind.FLOW, run.id)
     assert isinstance(after, FlowRun)
     if outcome.load_error is not None:
-        result, after = set_run_state(store, RunKind.FLOW, after, Failed(
-            message=f"could not load the flow: {outcome.load_error}"))
-        failed = result.state is not None and result.state.type == StateType.FAILED
-        return MessageResult(Outcome.FAILED if failed else Outcome.DUPLICATE, run.id, after.state_name,
-                             outcome.load_error)
+        return _could_not_load(store, after, outcome.load_error)
     if not outcome.claimed:
         if outcome.run_again_at is not None and after.state is not None and after.state.type == StateType.SCHEDULED:
             dispatch_run(store, settings, after, force=True)
@@ -294,10 +290,6 @@ def handle_message(
 ) -> MessageResult:
     """Execute the run ``body`` names (see the module docstring). ``remaining_seconds`` is the
     time left before the caller is stopped (Lambda's remaining time); None runs without a deadline."""
-    from stratoflow.api.operations import read_deployment
-    from stratoflow.flows import execute_flow_run
-    from stratoflow.workpools.dispatch import dispatch_run
-
     message = parse_message(body)
     try:
         run = store.read_run(RunKind.FLOW, message.flow_run_id)
@@ -310,23 +302,10 @@ def handle_message(
     reason = _paused(records)
     if reason is not None:
         raise QueueMessagePaused(reason)
-
-    isolated = settings.flow_isolation == "process"
     try:
-        if run.deployment_id is None:
-            raise StratoflowError("the run has no deployment: nothing says which code to run")
-        deployment = read_deployment(store, run.deployment_id)
-        # Isolated, the flow's code is imported in its own process only, never here.
-        root = package_root(store, settings, deployment) if isolated else None
-        flow = None if isolated else load_flow(store, settings, deployment)
+        deployment, code = _code_of(store, settings, run)
     except Exception as exc:
-        # One delivery records the failure (conditional from Scheduled); duplicates see it done.
-        result, after = set_run_state(store, RunKind.FLOW, run, Failed(
-            message=f"could not load the flow: {type(exc).__name__}: {exc}"))
-        outcome = Outcome.FAILED if result.state is not None and result.state.type == StateType.FAILED \
-            else Outcome.DUPLICATE
-        return MessageResult(outcome, run.id, after.state_name, str(exc))
-
+        return _could_not_load(store, run, f"{type(exc).__name__}: {exc}")
     if (run.work_pool_name, run.work_queue_name or "default") != (message.work_pool_name, message.work_queue_name):
         records = None  # the run was moved since the message was sent: its own records count
     limits = flow_run_limits(store, run, deployment, records)
@@ -336,18 +315,44 @@ def handle_message(
     deadline = None
     if remaining_seconds is not None:
         deadline = max(remaining_seconds() - settings.executor_deadline_margin, 0.0)
-    if root is not None:
-        try:
-            return _execute_isolated(store, settings, run, deployment, root, deadline)
-        finally:
-            concurrency.release_all(store, limits, run.id)
-    assert flow is not None
     try:
-        with Heartbeat(store, run.id, settings.heartbeat_interval, executor_identity()):
-            execution = execute_flow_run(flow, run, store=store, settings=settings, deadline_seconds=deadline,
-                                         inline_retry_max=settings.inline_retry_max)
+        if isinstance(code, Path):
+            return _execute_isolated(store, settings, run, deployment, code, deadline)
+        return _execute_in_process(store, settings, run, code, deadline)
     finally:
         concurrency.release_all(store, limits, run.id)
+
+
+def _code_of(store: Store, settings: Settings, run: FlowRun) -> tuple[Deployment, Path | Flow[..., Any]]:
+    """The run's deployment and its code: the package's directory when flows run sandboxed (their
+    code is imported in their own process only, never here), else the flow imported here."""
+    from stratoflow.api.operations import read_deployment
+
+    if run.deployment_id is None:
+        raise StratoflowError("the run has no deployment: nothing says which code to run")
+    deployment = read_deployment(store, run.deployment_id)
+    if settings.flow_isolation == "process":
+        return deployment, package_root(store, settings, deployment)
+    return deployment, load_flow(store, settings, deployment)
+
+
+def _could_not_load(store: Store, run: FlowRun, why: str) -> MessageResult:
+    """The flow's code could not be fetched or imported. One delivery records the failure
+    (conditional from Scheduled); duplicates see it done."""
+    result, after = set_run_state(store, RunKind.FLOW, run, Failed(message=f"could not load the flow: {why}"))
+    failed = result.state is not None and result.state.type == StateType.FAILED
+    return MessageResult(Outcome.FAILED if failed else Outcome.DUPLICATE, run.id, after.state_name, why)
+
+
+def _execute_in_process(store: Store, settings: Settings, run: FlowRun, flow: Flow[..., Any],
+                        deadline: float | None) -> MessageResult:
+    """``flow_isolation`` "none": the flow runs here, with the runtime's rights."""
+    from stratoflow.flows import execute_flow_run
+    from stratoflow.workpools.dispatch import dispatch_run
+
+    with Heartbeat(store, run.id, settings.heartbeat_interval, executor_identity()):
+        execution = execute_flow_run(flow, run, store=store, settings=settings, deadline_seconds=deadline,
+                                     inline_retry_max=settings.inline_retry_max)
     state_name = execution.state.name if execution.state is not None else None
     if execution.run_again_at is not None and execution.run.state is not None \
             and execution.run.state.type == StateType.SCHEDULED:

@@ -181,36 +181,45 @@ def check_ref(ref: Any, *, bucket: str, prefix: str, signer: Signer | None, wher
     a runner of this stack wrote: known fields only, a known serializer, inline data or a URI in
     the stack's bucket under ``prefix``, and (given a signer) a signature that verifies. What the
     API runs on every reference a client sends, before anything is stored."""
+    serializer, sig, kid = _check_shape(ref, where)
+    inline, uri = ref.get("inline"), ref.get("uri")
+    if (inline is None) == (uri is None):
+        raise ResultIntegrityError(f"{where}: needs exactly one of inline and uri")
+    if inline is not None:
+        digest = digest_of(_decode_inline(inline, where))
+    else:
+        check_uri(uri, bucket=bucket, prefix=prefix, where=f"{where}.uri")
+        digest = _claimed_digest(ref, where)
+    if signer is not None:
+        signer.verify(serializer, digest, sig, kid, where)
+
+
+def _check_shape(ref: Any, where: str) -> tuple[str, str, str]:
+    """``(serializer, sig, kid)`` of a reference with known fields only, or ``ResultIntegrityError``."""
     if not isinstance(ref, dict):
         raise ResultIntegrityError(f"{where}: must be an object")
     unknown = sorted(set(ref) - _REF_KEYS)
     if unknown:
         raise ResultIntegrityError(f"{where}.{unknown[0]}: unknown field")
-    serializer = ref.get("serializer")
+    serializer, sig, kid = ref.get("serializer"), ref.get("sig"), ref.get("kid")
     if serializer not in SERIALIZERS:
         raise ResultIntegrityError(f"{where}.serializer: must be one of {', '.join(SERIALIZERS)}")
-    sig, kid = ref.get("sig"), ref.get("kid")
     if not isinstance(sig, str) or not _HEX64.match(sig):
         raise ResultIntegrityError(f"{where}.sig: missing or not 64 hex digits; results are written by runners "
                                    "of this stack, which sign them with its result key")
     if not isinstance(kid, str) or not _KID.match(kid):
         raise ResultIntegrityError(f"{where}.kid: missing or not 16 hex digits")
-    inline, uri = ref.get("inline"), ref.get("uri")
-    if (inline is None) == (uri is None):
-        raise ResultIntegrityError(f"{where}: needs exactly one of inline and uri")
-    if inline is not None:
-        data = _decode_inline(inline, where)
-        digest = hashlib.sha256(data).hexdigest()
-    else:
-        check_uri(uri, bucket=bucket, prefix=prefix, where=f"{where}.uri")
-        claimed = ref.get("sha256")
-        if not isinstance(claimed, str) or not _HEX64.match(claimed):
-            raise ResultIntegrityError(f"{where}.sha256: a uri reference carries the SHA-256 of its object")
-        digest = claimed
-        if not isinstance(ref.get("size"), int) or ref["size"] < 0:
-            raise ResultIntegrityError(f"{where}.size: must be a non-negative integer")
-    if signer is not None:
-        signer.verify(serializer, digest, sig, kid, where)
+    return str(serializer), sig, kid
+
+
+def _claimed_digest(ref: dict[str, Any], where: str) -> str:
+    """The SHA-256 a uri reference carries for its object (checked against the bytes when loaded)."""
+    claimed = ref.get("sha256")
+    if not isinstance(claimed, str) or not _HEX64.match(claimed):
+        raise ResultIntegrityError(f"{where}.sha256: a uri reference carries the SHA-256 of its object")
+    if not isinstance(ref.get("size"), int) or ref["size"] < 0:
+        raise ResultIntegrityError(f"{where}.size: must be a non-negative integer")
+    return claimed
 
 
 def check_uri(uri: Any, *, bucket: str, prefix: str, where: str) -> None:

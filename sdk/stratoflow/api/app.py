@@ -103,30 +103,33 @@ def _precheck(event: Any) -> dict[str, Any] | None:
     return None
 
 
+def _discriminated(node: Any, tags: dict[str, str]) -> None:
+    """Collect into ``tags`` (component name -> property) what every discriminator under ``node`` maps."""
+    from pydantic import BaseModel
+
+    if isinstance(node, BaseModel):
+        found = getattr(node, "discriminator", None)
+        if found is not None and found.mapping:
+            for ref in found.mapping.values():
+                tags[ref.rsplit("/", 1)[-1]] = found.propertyName
+        children: Any = node.__dict__.values()
+    elif isinstance(node, dict):
+        children = node.values()
+    elif isinstance(node, list | tuple):
+        children = node
+    else:
+        return
+    for value in children:
+        _discriminated(value, tags)
+
+
 def _require_discriminators(document: Any) -> None:
     """Add each discriminator's ``propertyName`` to ``required`` of the component schemas its
     mapping names, in the OpenAPI model ``document`` (Powertools' pydantic models, walked whole)."""
-    from pydantic import BaseModel
 
     components = (document.components.schemas or {}) if document.components else {}
     tags: dict[str, str] = {}  # component name -> the property that must be there
-
-    def walk(node: Any) -> None:
-        if isinstance(node, BaseModel):
-            found = getattr(node, "discriminator", None)
-            if found is not None and found.mapping:
-                for ref in found.mapping.values():
-                    tags[ref.rsplit("/", 1)[-1]] = found.propertyName
-            for value in node.__dict__.values():
-                walk(value)
-        elif isinstance(node, dict):
-            for value in node.values():
-                walk(value)
-        elif isinstance(node, list | tuple):
-            for value in node:
-                walk(value)
-
-    walk(document)
+    _discriminated(document, tags)
     for name, prop in tags.items():
         target = components.get(name)
         required = getattr(target, "required", None)

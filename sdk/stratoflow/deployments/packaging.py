@@ -336,6 +336,18 @@ def _check_source_name(rel: str, path: Path, ignore_file: str) -> None:
                              f"{ignore_file})")
 
 
+def _entry_sizes(entries: Sequence[tuple[str, Path]], ignore_file: str) -> list[tuple[int, str]]:
+    """``(size, name)`` of each file going into a package, its name checked first."""
+    sizes = []
+    for rel, path in entries:
+        _check_source_name(rel, path, ignore_file)
+        try:
+            sizes.append((path.stat().st_size, rel))
+        except OSError as exc:
+            raise PackagingError(f"cannot read {path}: {exc.strerror or exc}") from None
+    return sizes
+
+
 def build_package(
     source_dir: Path,
     *,
@@ -387,16 +399,8 @@ def build_package(
             entries += [(f"{VENDOR_DIR}/{rel}", path) for rel, path in collect_files(target, vendor_rules)]
         entries.sort()
 
-        total = 0
-        sizes = []
-        for rel, path in entries:
-            _check_source_name(rel, path, ignore_file)
-            try:
-                size = path.stat().st_size
-            except OSError as exc:
-                raise PackagingError(f"cannot read {path}: {exc.strerror or exc}") from None
-            total += size
-            sizes.append((size, rel))
+        sizes = _entry_sizes(entries, ignore_file)
+        total = sum(size for size, _ in sizes)
         if total > max_unzipped_bytes:
             biggest = ", ".join(f"{rel} ({human_size(s)})" for s, rel in sorted(sizes, reverse=True)[:3])
             raise PackagingError(f"package of {source_dir} would be {human_size(total)} unzipped, over the "
@@ -488,6 +492,29 @@ class _Layout:
     dirs: frozenset[str]
 
 
+def _entry_problem(info: zipfile.ZipInfo) -> str | None:
+    """What is wrong with one zip entry on its own (None: nothing), said after its name."""
+    name = info.filename
+    is_dir = name.endswith("/")
+    problem = relative_path_problem(name)
+    if problem is not None and problem != "is empty":
+        return f"escapes the package directory ({problem}); refusing to extract"
+    if any(part in ("", ".") for part in (name[:-1] if is_dir else name).split("/")):
+        return "is not a plain relative path (empty or '.' component)"
+    kind = stat.S_IFMT(info.external_attr >> 16)
+    if kind == stat.S_IFLNK:
+        return "is a symbolic link: packages hold regular files and directories only"
+    if kind not in (0, stat.S_IFREG, stat.S_IFDIR):
+        return f"is a special file (file type {kind:o}): packages hold regular files and directories only"
+    if kind == stat.S_IFDIR and not is_dir:
+        return "is marked as a directory but named as a file (no trailing /)"
+    if info.flag_bits & 0x1:
+        return "is encrypted"
+    if info.compress_type not in _COMPRESSIONS:
+        return f"uses compression method {info.compress_type}, which zipfile cannot read"
+    return None
+
+
 def _layout(zf: zipfile.ZipFile, package: str) -> _Layout:
     """Every entry checked before anything is written. Refused, naming the entry: a name that
     would land outside the package (absolute, ``..``, ``\\``), a symlink or special file, an
@@ -497,27 +524,12 @@ def _layout(zf: zipfile.ZipFile, package: str) -> _Layout:
     explicit: set[str] = set()
     total = 0
     for info in zf.infolist():
-        name = info.filename
-        where = f"package {package}: entry {name!r}"
-        is_dir = name.endswith("/")
-        rel = name[:-1] if is_dir else name
-        problem = relative_path_problem(name)
-        if problem is not None and problem != "is empty":
-            raise PackagingError(f"{where} escapes the package directory ({problem}); refusing to extract")
-        if any(part in ("", ".") for part in rel.split("/")):
-            raise PackagingError(f"{where} is not a plain relative path (empty or '.' component)")
-        kind = stat.S_IFMT(info.external_attr >> 16)
-        if kind == stat.S_IFLNK:
-            raise PackagingError(f"{where} is a symbolic link: packages hold regular files and directories only")
-        if kind not in (0, stat.S_IFREG, stat.S_IFDIR):
-            raise PackagingError(f"{where} is a special file (file type {kind:o}): packages hold regular files "
-                                 "and directories only")
-        if kind == stat.S_IFDIR and not is_dir:
-            raise PackagingError(f"{where} is marked as a directory but named as a file (no trailing /)")
-        if info.flag_bits & 0x1:
-            raise PackagingError(f"{where} is encrypted")
-        if info.compress_type not in _COMPRESSIONS:
-            raise PackagingError(f"{where} uses compression method {info.compress_type}, which zipfile cannot read")
+        where = f"package {package}: entry {info.filename!r}"
+        problem = _entry_problem(info)
+        if problem is not None:
+            raise PackagingError(f"{where} {problem}")
+        is_dir = info.filename.endswith("/")
+        rel = info.filename[:-1] if is_dir else info.filename
         if rel in files or rel in explicit:
             same = (rel in explicit) == is_dir
             raise PackagingError(f"{where} appears twice" if same else f"{where} is both a file and a directory")
@@ -598,16 +610,10 @@ def _discard(path: Path) -> None:
         os.unlink(aside)
 
 
-def _tree_problem(root: Path, zf: zipfile.ZipFile, layout: _Layout, package: str) -> str | None:
-    """What differs between the directory ``root`` and the package (None when nothing does):
-    every file, directory and byte is compared, and symlinks are refused. ``__pycache__``
-    directories the package does not hold are Python's bytecode, which nothing verifies: they
-    are deleted, so a planted ``.pyc`` never runs in place of its checked source."""
-    try:
-        if not stat.S_ISDIR(os.lstat(root).st_mode):
-            return "it is not a directory"
-    except FileNotFoundError:
-        return "it is missing"
+def _walk_tree(root: Path, layout: _Layout) -> tuple[set[str], set[str]] | str:
+    """The files and directories under ``root`` (relative paths), or the first thing found there
+    that the package does not hold (a symlink, a special file, an extra entry). ``__pycache__``
+    directories the package does not hold are deleted on the way."""
     found_files: set[str] = set()
     found_dirs: set[str] = set()
     pending = [""]
@@ -635,6 +641,23 @@ def _tree_problem(root: Path, zf: zipfile.ZipFile, layout: _Layout, package: str
                 return f"{rel} is not in the package"
             else:
                 found_files.add(rel)
+    return found_files, found_dirs
+
+
+def _tree_problem(root: Path, zf: zipfile.ZipFile, layout: _Layout, package: str) -> str | None:
+    """What differs between the directory ``root`` and the package (None when nothing does):
+    every file, directory and byte is compared, and symlinks are refused. ``__pycache__``
+    directories the package does not hold are Python's bytecode, which nothing verifies: they
+    are deleted, so a planted ``.pyc`` never runs in place of its checked source."""
+    try:
+        if not stat.S_ISDIR(os.lstat(root).st_mode):
+            return "it is not a directory"
+    except FileNotFoundError:
+        return "it is missing"
+    found = _walk_tree(root, layout)
+    if isinstance(found, str):
+        return found
+    found_files, found_dirs = found
     missing = sorted((layout.files.keys() - found_files) | {f"{d}/" for d in layout.dirs - found_dirs})
     if missing:
         return f"{missing[0]} is missing"
@@ -743,6 +766,38 @@ def materialize_package(uri: str, sha256: str, *, get_blob: Callable[[str], byte
 _module_ids = itertools.count()
 
 
+def _import_file(file: Path, entrypoint: str) -> Any:
+    """``file`` imported as a fresh module (a new name each time: a redeployed file is new code)."""
+    digest = hashlib.sha256(str(file.resolve()).encode()).hexdigest()[:12]
+    module_name = f"_stratoflow_entrypoint_{digest}_{next(_module_ids)}"
+    spec = importlib.util.spec_from_file_location(module_name, file)
+    if spec is None or spec.loader is None:
+        raise EntrypointError(f"entrypoint {entrypoint!r}: {file} cannot be imported")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except (Exception, SystemExit) as exc:  # a module calling sys.exit() must not stop the executor
+        sys.modules.pop(module_name, None)
+        raise EntrypointError(f"entrypoint {entrypoint!r}: importing {file} failed: "
+                              f"{type(exc).__name__}: {exc}") from exc
+    return module
+
+
+def _attribute(module: Any, attr: str, file: Path, entrypoint: str) -> Any:
+    """``module.a.b`` for ``attr`` "a.b", each step's failure named."""
+    obj = module
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise EntrypointError(f"entrypoint {entrypoint!r}: {file} has no attribute {attr!r}") from None
+        except Exception as exc:  # a module-level __getattr__ or property that raises
+            raise EntrypointError(f"entrypoint {entrypoint!r}: reading {attr!r} of {file} failed: "
+                                  f"{type(exc).__name__}: {exc}") from exc
+    return obj
+
+
 def load_entrypoint(root: Path, entrypoint: str) -> Flow[..., Any]:
     """Import ``path/to/file.py`` (relative to ``root``) as a fresh module and return its flow
     attribute. ``root`` and ``root/_vendor`` go first on ``sys.path`` so the package's own modules
@@ -762,28 +817,7 @@ def load_entrypoint(root: Path, entrypoint: str) -> Flow[..., Any]:
         if entry in sys.path:
             sys.path.remove(entry)
         sys.path.insert(0, entry)
-    digest = hashlib.sha256(str(file.resolve()).encode()).hexdigest()[:12]
-    module_name = f"_stratoflow_entrypoint_{digest}_{next(_module_ids)}"
-    spec = importlib.util.spec_from_file_location(module_name, file)
-    if spec is None or spec.loader is None:
-        raise EntrypointError(f"entrypoint {entrypoint!r}: {file} cannot be imported")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module
-    try:
-        spec.loader.exec_module(module)
-    except (Exception, SystemExit) as exc:  # a module calling sys.exit() must not stop the executor
-        sys.modules.pop(module_name, None)
-        raise EntrypointError(f"entrypoint {entrypoint!r}: importing {file} failed: "
-                              f"{type(exc).__name__}: {exc}") from exc
-    obj: Any = module
-    for part in attr.split("."):
-        try:
-            obj = getattr(obj, part)
-        except AttributeError:
-            raise EntrypointError(f"entrypoint {entrypoint!r}: {file} has no attribute {attr!r}") from None
-        except Exception as exc:  # a module-level __getattr__ or property that raises
-            raise EntrypointError(f"entrypoint {entrypoint!r}: reading {attr!r} of {file} failed: "
-                                  f"{type(exc).__name__}: {exc}") from exc
+    obj = _attribute(_import_file(file, entrypoint), attr, file, entrypoint)
     if not isinstance(obj, Flow):
         raise EntrypointError(f"entrypoint {entrypoint!r}: {attr!r} is a {type(obj).__name__}, not a flow "
                               "(decorate it with @flow)")

@@ -52,59 +52,75 @@ def _preload() -> None:
     import stratoflow.tasks  # noqa: F401
 
 
-def zygote_main() -> int:
-    harden()
-    _preload()
-    children: dict[int, str] = {}
-    out = sys.stdout
-    wake_r, wake_w = os.pipe()
-    os.set_blocking(wake_w, False)
-    signal.set_wakeup_fd(wake_w)
-    signal.signal(signal.SIGCHLD, lambda *_: None)
-    selector = selectors.DefaultSelector()
-    selector.register(sys.stdin, selectors.EVENT_READ, "job")
-    selector.register(wake_r, selectors.EVENT_READ, "wake")
-    own_fds = (sys.stdin.fileno(), out.fileno(), wake_r, wake_w, selector.fileno())
+class _Zygote:
+    """The zygote's loop: jobs in on stdin (JSON lines), a fork per job, reports out on stdout."""
 
-    def say(message: dict[str, Any]) -> None:
-        out.write(json.dumps(message) + "\n")
-        out.flush()
+    def __init__(self) -> None:
+        self.children: dict[int, str] = {}
+        self.out = sys.stdout
+        self.stdin_fd = sys.stdin.fileno()
+        self.pending = b""
+        self.wake_r, wake_w = os.pipe()
+        os.set_blocking(wake_w, False)
+        signal.set_wakeup_fd(wake_w)  # SIGCHLD wakes the select below
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        self.selector = selectors.DefaultSelector()
+        self.selector.register(self.stdin_fd, selectors.EVENT_READ, "job")
+        self.selector.register(self.wake_r, selectors.EVENT_READ, "wake")
+        self.own_fds = (self.stdin_fd, self.out.fileno(), self.wake_r, wake_w, self.selector.fileno())
 
-    pending = b""
-    stdin_fd = sys.stdin.fileno()
-    while True:
-        for key, _ in selector.select(timeout=5.0):
-            if key.data == "wake":
-                os.read(wake_r, 512)
-                continue
-            # Unbuffered: a buffered readline would leave queued jobs unseen until more bytes come.
-            chunk = os.read(stdin_fd, 65536)
-            if not chunk:  # the runtime went away (stopped, killed): nobody can report these runs any more
-                for pid in children:
-                    with contextlib.suppress(ProcessLookupError, PermissionError):
-                        os.killpg(pid, signal.SIGKILL)
-                return 0
-            pending += chunk
-            *lines, pending = pending.split(b"\n")
-            for line in lines:
-                if not line.strip():
-                    continue
-                job = json.loads(line)
-                pid = os.fork()
-                if pid == 0:
-                    os._exit(_child(job, own_fds))
-                children[pid] = str(job["id"])
-                say({"job": job["id"], "pid": pid})
-        while children:
+    def say(self, message: dict[str, Any]) -> None:
+        self.out.write(json.dumps(message) + "\n")
+        self.out.flush()
+
+    def serve(self) -> int:
+        while True:
+            for key, _ in self.selector.select(timeout=5.0):
+                if key.data == "wake":
+                    os.read(self.wake_r, 512)
+                elif not self.read_jobs():
+                    self.kill_children()
+                    return 0
+            self.reap()
+
+    def read_jobs(self) -> bool:
+        """Fork a child for each whole job line available; False when the runtime went away.
+        Unbuffered: a buffered readline would leave queued jobs unseen until more bytes come."""
+        chunk = os.read(self.stdin_fd, 65536)
+        if not chunk:
+            return False
+        *lines, self.pending = (self.pending + chunk).split(b"\n")
+        for job in (json.loads(line) for line in lines if line.strip()):
+            pid = os.fork()
+            if pid == 0:
+                os._exit(_child(job, self.own_fds))
+            self.children[pid] = str(job["id"])
+            self.say({"job": job["id"], "pid": pid})
+        return True
+
+    def kill_children(self) -> None:
+        """The runtime stopped or was killed: nobody can report these runs any more."""
+        for pid in self.children:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
+
+    def reap(self) -> None:
+        while self.children:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
-                break
+                return
             if pid == 0:
-                break
-            job_id = children.pop(pid, None)
+                return
+            job_id = self.children.pop(pid, None)
             if job_id is not None:
-                say({"job": job_id, "exit": os.waitstatus_to_exitcode(status)})
+                self.say({"job": job_id, "exit": os.waitstatus_to_exitcode(status)})
+
+
+def zygote_main() -> int:
+    harden()
+    _preload()
+    return _Zygote().serve()
 
 
 def _child(job: dict[str, Any], zygote_fds: tuple[int, ...]) -> int:
