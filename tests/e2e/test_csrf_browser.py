@@ -16,7 +16,7 @@ import pytest
 from _e2e_support import StackClient
 from botocore.credentials import Credentials
 
-from stratoflow.cli_ui import start_proxy
+from stratoflow.local.ui_proxy import start_proxy
 
 _ATTACK = """async ({url, body}) => {
   try {

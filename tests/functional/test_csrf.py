@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 from botocore.credentials import Credentials
 
-from stratoflow.cli_ui import SigningProxy, cross_site_refusal, is_own_origin, start_proxy
+from stratoflow.local.ui_proxy import SigningProxy, cross_site_refusal, is_own_origin, start_proxy
 
 
 # -- the proxy ------------------------------------------------------------------------------------

@@ -16,8 +16,8 @@ from urllib.parse import urlsplit
 import pytest
 from botocore.credentials import Credentials
 
-from stratoflow.cli_ui import SigningProxy, start_proxy
 from stratoflow.local.devstack import build_http_api_event
+from stratoflow.local.ui_proxy import SigningProxy, start_proxy
 
 BURST = 64
 BURST_TIMEOUT = 10.0  # seconds for each connection; with a backlog of 5 some took 14-31 s (SYN retries)

@@ -30,7 +30,7 @@ The stack also answers 403 to what only a web page on another site makes a brows
 ``Origin`` that is not its own, or a cross-site ``Sec-Fetch-Site`` on a POST, PUT, PATCH or
 DELETE without one. It serves the API and the UI on localhost with no authentication, so any
 page the user visits could otherwise create, cancel or delete runs (CSRF). The rule is
-``stratoflow.cli_ui.cross_site_refusal``, which the ``stratoflow ui`` proxy applies too. A body
+``stratoflow.local.ui_proxy.cross_site_refusal``, which the ``stratoflow ui`` proxy applies too. A body
 that is not UTF-8 reaches the function base64-encoded, whatever its content type, as API
 Gateway sends it (the handler then answers 400).
 
@@ -62,7 +62,6 @@ from types import TracebackType
 from typing import Any, ClassVar, NamedTuple, TextIO
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from stratoflow.cli_ui import cross_site_refusal, is_own_origin
 from stratoflow.exceptions import StratoflowError
 from stratoflow.local.lambda_runtime import (
     ACCOUNT_ID,
@@ -73,6 +72,7 @@ from stratoflow.local.lambda_runtime import (
     LocalFunction,
     parse_handler_spec,
 )
+from stratoflow.local.ui_proxy import cross_site_refusal, is_own_origin
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 DEFAULT_HANDLER = Path("functions") / "api" / "app.py"
