@@ -105,7 +105,7 @@ def run_demo(stack_env: dict[str, str], started: float, process: subprocess.Pope
     scheduled = wait_for_scheduled_runs(client, "quarter-hour-report/every-5s", count=2, timeout=60)
     client.pause_deployment("quarter-hour-report/every-5s")
     print("    paused it again (its unstarted runs are removed)")
-    from stratoflow.schedules.service import upcoming
+    from stratoflow.control.schedules import upcoming
 
     slots = upcoming(client.read_deployment("quarter-hour-report/every-quarter-hour"), count=3)
     print("    quarter-hour-report/every-quarter-hour fires next at "

@@ -3,7 +3,7 @@
 Two events (the schedule's ``Input``):
 
 * ``{"deployment_id": ..., "schedule_id": ..., "slot": "<aws.scheduler.scheduled-time>"}``: the
-  run of that slot (``stratoflow.schedules.service.fire``; a slot fired twice makes one run).
+  run of that slot (``stratoflow.control.schedules.fire``; a slot fired twice makes one run).
 * ``{"tick": true, "time": "<aws.scheduler.scheduled-time>"}``: the per-minute tick, which
   creates the runs of the schedules EventBridge cannot express (``service.tick`` with ``now`` =
   the event's time, horizon ``STRATOFLOW_SCHEDULER_HORIZON_SECONDS``, default 60).
@@ -44,7 +44,7 @@ def _time(value: Any, field: str) -> datetime:
 
 
 def handle(event: dict[str, Any]) -> dict[str, Any]:
-    from stratoflow.schedules import service
+    from stratoflow.control import schedules as service
     from stratoflow.settings import get_settings
     from stratoflow.storage import get_store
 

@@ -21,7 +21,7 @@ def embedded_cloud(settings: Settings) -> Any | None:
     """The embedded cloud when the embedded backend is active, else None."""
     if settings.resolved_backend != "embedded":
         return None
-    from stratoflow.local.embedded import get_embedded_cloud
+    from stratoflow.storage.embedded import get_embedded_cloud
 
     return get_embedded_cloud(settings.home / "embedded", fsync=settings.embedded_fsync)
 

@@ -63,7 +63,7 @@ def _save(deployment: Any, schedules: list[Any]) -> Any:
 
 
 def cmd_schedule_ls(args: argparse.Namespace) -> int:
-    from stratoflow.schedules.service import upcoming
+    from stratoflow.control.schedules import upcoming
     from stratoflow.schedules.slots import zone
     from stratoflow.schedules.translate import translate
 

@@ -3,12 +3,12 @@
 One client class over two backends, chosen by the store ``get_store()`` returns:
 
 * the store (embedded or AWS): the client reads DynamoDB directly and goes through
-  ``stratoflow.api.operations`` (the same code the API's routes call) for everything else;
+  ``stratoflow.control`` (the same service layer the API's routes call) for everything else;
 * the API (``STRATOFLOW_API_URL``, an ``ApiStore``): every method is one of the API's routes.
 
 Each public method checks and shapes its arguments once, then calls its backend. Both backends
 answer with the same types and raise the same errors: ``ObjectNotFound`` for an unknown id,
-``TransitionRefused`` when the rules refuse a cancel/retry, the ``stratoflow.api.errors``
+``TransitionRefused`` when the rules refuse a cancel/retry, the ``stratoflow.exceptions.RequestRefused``
 classes (``Conflict``, ``Unprocessable``, ...) for the rest. ``set_flow_run_state`` and
 ``set_task_run_state`` never raise for a refused transition: ABORT is an ``OrchestrationResult``.
 """
@@ -18,8 +18,12 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
+from stratoflow import _http, exceptions
+from stratoflow._http import quote_segment
+from stratoflow.control import concurrency_limits, deployments, flow_runs, task_runs, transitions, work_pools
+from stratoflow.control.records import deployment_id
 from stratoflow.exceptions import ObjectNotFound, TransitionRefused
 from stratoflow.models import (
     ConcurrencyLimit,
@@ -32,21 +36,22 @@ from stratoflow.models import (
     WorkPoolType,
     WorkQueue,
 )
-from stratoflow.orchestration import OrchestrationResult, RunKind
+from stratoflow.orchestration import OrchestrationResult, ResponseStatus, RunKind
+from stratoflow.schemas import (
+    ConcurrencyLimitCreate,
+    DeploymentCreate,
+    DeploymentFilter,
+    DeploymentRunCreate,
+    StateIn,
+    TaskRunFilter,
+    WorkPoolCreate,
+    WorkQueueCreate,
+)
+from stratoflow.settings import get_settings
 from stratoflow.states import State, StateDetails, StateType
+from stratoflow.storage import get_store
+from stratoflow.storage.api_store import ApiStore
 from stratoflow.storage.base import LogPage, Store
-
-if TYPE_CHECKING:
-    from stratoflow.api.schemas import (
-        ConcurrencyLimitCreate,
-        DeploymentCreate,
-        DeploymentFilter,
-        DeploymentRunCreate,
-        TaskRunFilter,
-        WorkPoolCreate,
-        WorkQueueCreate,
-    )
-    from stratoflow.storage.api_store import ApiStore
 
 
 class _StoreBackend:
@@ -60,15 +65,13 @@ class _StoreBackend:
         return self.store.read_flow(name)
 
     def read_flows(self, limit: int) -> list[Flow]:
-        from stratoflow.api import operations as ops
 
-        return ops.list_flows(self.store, limit)
+        return flow_runs.list_flows(self.store, limit)
 
     # flow runs
     def read_flow_run(self, flow_run_id: str) -> FlowRun:
-        from stratoflow.api import operations as ops
 
-        return ops.read_flow_run(self.store, flow_run_id)
+        return flow_runs.read_flow_run(self.store, flow_run_id)
 
     def read_flow_runs(self, *, flow_name: str | None, deployment_id: str | None,
                        state_types: list[StateType] | None, scheduled_before: datetime | None,
@@ -80,44 +83,37 @@ class _StoreBackend:
         return self.read_flow_run(flow_run_id).state_history
 
     def set_state(self, kind: RunKind, run_id: str, state: State, force: bool) -> OrchestrationResult:
-        from stratoflow.services import set_run_state
 
-        result, _ = set_run_state(self.store, kind, run_id, state, force=force)
+        result, _ = transitions.propose(self.store, kind, run_id, state, force=force)
         return result
 
     def cancel_flow_run(self, flow_run_id: str) -> FlowRun:
-        from stratoflow.api import operations as ops
 
-        return ops.cancel_flow_run(self.store, flow_run_id)
+        return flow_runs.cancel_flow_run(self.store, flow_run_id)
 
     def resume_flow_run(self, flow_run_id: str, run_input: dict[str, Any] | None) -> FlowRun:
-        from stratoflow.api import operations as ops
 
-        return ops.resume_flow_run(self.store, flow_run_id, run_input)
+        return flow_runs.resume_flow_run(self.store, flow_run_id, run_input)
 
     def retry_flow_run(self, flow_run_id: str) -> FlowRun:
-        from stratoflow.api import operations as ops
 
-        return ops.retry_flow_run(self.store, flow_run_id)
+        return flow_runs.retry_flow_run(self.store, flow_run_id)
 
     def delete_flow_run(self, flow_run_id: str) -> None:
-        from stratoflow.api import operations as ops
 
-        ops.delete_flow_run(self.store, flow_run_id)
+        flow_runs.delete_flow_run(self.store, flow_run_id)
 
     # task runs
     def read_task_run(self, task_run_id: str) -> TaskRun:
-        from stratoflow.api import operations as ops
 
-        return ops.read_task_run(self.store, task_run_id)
+        return task_runs.read_task_run(self.store, task_run_id)
 
     def read_task_runs(self, flow_run_id: str) -> list[TaskRun]:
         return self.store.list_task_runs(flow_run_id)
 
     def filter_task_runs(self, request: TaskRunFilter) -> list[TaskRun]:
-        from stratoflow.api import operations as ops
 
-        return ops.filter_task_runs(self.store, request)
+        return task_runs.filter_task_runs(self.store, request)
 
     # logs
     def read_logs(self, flow_run_id: str, *, task_run_id: str | None, min_level: int, cursor: str | None,
@@ -127,113 +123,94 @@ class _StoreBackend:
 
     # deployments
     def upsert_deployment(self, request: DeploymentCreate) -> Deployment:
-        from stratoflow.api import operations as ops
 
-        deployment, _ = ops.upsert_deployment(self.store, request)
+        deployment, _ = deployments.upsert_deployment(self.store, request)
         return deployment
 
     def read_deployment(self, deployment_id: str) -> Deployment:
-        from stratoflow.api import operations as ops
 
-        return ops.read_deployment(self.store, deployment_id)
+        return deployments.read_deployment(self.store, deployment_id)
 
     def filter_deployments(self, request: DeploymentFilter) -> list[Deployment]:
-        from stratoflow.api import operations as ops
 
-        return ops.filter_deployments(self.store, request)
+        return deployments.filter_deployments(self.store, request)
 
     def set_deployment_paused(self, deployment_id: str, paused: bool) -> Deployment:
-        from stratoflow.api import operations as ops
 
-        return ops.set_deployment_paused(self.store, deployment_id, paused)
+        return deployments.set_deployment_paused(self.store, deployment_id, paused)
 
     def create_deployment_flow_run(self, deployment_id: str, request: DeploymentRunCreate) -> FlowRun:
-        from stratoflow.api import operations as ops
-        from stratoflow.settings import get_settings
 
-        run, _ = ops.create_deployment_flow_run(self.store, get_settings(), deployment_id, request)
+        run, _ = flow_runs.create_deployment_flow_run(self.store, get_settings(), deployment_id, request)
         return run
 
     # work pools and queues
     def create_work_pool(self, request: WorkPoolCreate) -> WorkPool:
-        from stratoflow.api import operations as ops
 
-        return ops.create_work_pool(self.store, request)
+        return work_pools.create_work_pool(self.store, request)
 
     def read_work_pool(self, name: str) -> WorkPool:
-        from stratoflow.api import operations as ops
 
-        return ops.read_work_pool(self.store, name)
+        return work_pools.read_work_pool(self.store, name)
 
     def read_work_pools(self) -> list[WorkPool]:
-        from stratoflow.api import operations as ops
 
-        return ops.list_work_pools(self.store)
+        return work_pools.list_work_pools(self.store)
 
     def set_work_pool_paused(self, name: str, paused: bool) -> WorkPool:
-        from stratoflow.api import operations as ops
 
-        return ops.set_work_pool_paused(self.store, name, paused)
+        return work_pools.set_work_pool_paused(self.store, name, paused)
 
     def create_work_queue(self, work_pool_name: str, request: WorkQueueCreate) -> WorkQueue:
-        from stratoflow.api import operations as ops
 
-        return ops.create_work_queue(self.store, work_pool_name, request)
+        return work_pools.create_work_queue(self.store, work_pool_name, request)
 
     def read_work_queues(self, work_pool_name: str) -> list[WorkQueue]:
-        from stratoflow.api import operations as ops
 
-        return ops.list_work_queues(self.store, work_pool_name)
+        return work_pools.list_work_queues(self.store, work_pool_name)
 
     def set_work_queue_paused(self, work_pool_name: str, name: str, paused: bool) -> WorkQueue:
-        from stratoflow.api import operations as ops
 
-        return ops.set_work_queue_paused(self.store, work_pool_name, name, paused)
+        return work_pools.set_work_queue_paused(self.store, work_pool_name, name, paused)
 
     def work_pool_status(self, name: str) -> dict[str, Any]:
-        from stratoflow.api import operations as ops
 
-        return ops.work_pool_status(self.store, name)
+        return work_pools.work_pool_status(self.store, name)
 
     # concurrency limits
     def upsert_concurrency_limit(self, request: ConcurrencyLimitCreate) -> ConcurrencyLimit:
-        from stratoflow.api import operations as ops
 
-        limit, _ = ops.upsert_concurrency_limit(self.store, request)
+        limit, _ = concurrency_limits.upsert_concurrency_limit(self.store, request)
         return limit
 
     def read_concurrency_limit(self, tag: str) -> ConcurrencyLimit:
-        from stratoflow.api import operations as ops
 
-        return ops.read_concurrency_limit(self.store, tag)
+        return concurrency_limits.read_concurrency_limit(self.store, tag)
 
     def read_concurrency_limits(self) -> list[ConcurrencyLimit]:
-        from stratoflow.api import operations as ops
 
-        return ops.list_concurrency_limits(self.store)
+        return concurrency_limits.list_concurrency_limits(self.store)
 
     def delete_concurrency_limit(self, tag: str) -> None:
-        from stratoflow.api import operations as ops
 
-        ops.delete_concurrency_limit(self.store, tag)
+        concurrency_limits.delete_concurrency_limit(self.store, tag)
 
 
 @contextlib.contextmanager
 def _api_errors() -> Iterator[None]:
-    """The transport's 4xx errors as the ``stratoflow.api.errors`` class of their status, the
+    """The transport's 4xx errors as the ``stratoflow.exceptions.RequestRefused`` class of their status, the
     errors the store backend raises (the API's routes raise them from the same operations).
     ``ObjectNotFound`` and ``TransitionRefused`` pass through: the transport raises those already."""
-    from stratoflow import _http
-    from stratoflow.api import errors
 
     try:
         yield
     except _http.ApiError as exc:
-        classes: dict[int, type[errors.ApiError]] = {
-            400: errors.BadRequest, 404: errors.NotFound, 409: errors.Conflict, 413: errors.PayloadTooLarge,
-            415: errors.UnsupportedMediaType, 422: errors.Unprocessable}
+        classes: dict[int, type[exceptions.RequestRefused]] = {
+            400: exceptions.BadRequest, 403: exceptions.Forbidden, 404: exceptions.NotFound,
+            409: exceptions.Conflict, 413: exceptions.PayloadTooLarge, 415: exceptions.UnsupportedMediaType,
+            422: exceptions.Unprocessable}
         extra = {k: v for k, v in exc.body.items() if k != "error"} if isinstance(exc.body, dict) else {}
-        raise classes.get(exc.status, errors.ApiError)(exc.message, status_code=exc.status, **extra) from exc
+        raise classes.get(exc.status, exceptions.RequestRefused)(exc.message, status_code=exc.status, **extra) from exc
 
 
 def _models(model: type[Any], data: Any) -> list[Any]:
@@ -253,7 +230,6 @@ class _HttpBackend:
 
     @staticmethod
     def _q(value: str) -> str:
-        from stratoflow._http import quote_segment
 
         return quote_segment(value)
 
@@ -284,7 +260,6 @@ class _HttpBackend:
         """``POST /<kind>_runs/<id>/set_state``: the server's rules decide. A 409 ABORT comes back
         as the result (with the rule and its reason), as the store backend returns it. ``force``
         uses ``.../set_state/force``, which the caller's IAM policy must allow on its own."""
-        from stratoflow.orchestration import ResponseStatus
 
         try:
             with _api_errors():
@@ -402,7 +377,6 @@ class _HttpBackend:
 
 
 def _backend_for(store: Store) -> _StoreBackend | _HttpBackend:
-    from stratoflow.storage.api_store import ApiStore
 
     return _HttpBackend(store) if isinstance(store, ApiStore) else _StoreBackend(store)
 
@@ -492,7 +466,6 @@ class StratoflowClient:
 
     def filter_task_runs(self, flow_run_id: str, state_types: Sequence[StateType | str] | None = None,
                          limit: int = 1000) -> list[TaskRun]:
-        from stratoflow.api.schemas import TaskRunFilter
 
         return self._backend.filter_task_runs(TaskRunFilter(flow_run_id=flow_run_id,
                                                             state_types=_state_types(state_types), limit=limit))
@@ -518,14 +491,12 @@ class StratoflowClient:
     # deployments
     def create_deployment(self, flow_name: str, name: str, **fields: Any) -> Deployment:
         """Create the deployment, or update the one with this (flow_name, name) (its version goes up)."""
-        from stratoflow.api.schemas import DeploymentCreate
 
         return self._backend.upsert_deployment(DeploymentCreate(flow_name=flow_name, name=name, **fields))
 
     @staticmethod
     def _deployment_id(name_or_id: str) -> str:
         if "/" in name_or_id:
-            from stratoflow.api.operations import deployment_id
 
             flow_name, _, name = name_or_id.partition("/")
             return deployment_id(flow_name, name)
@@ -549,7 +520,6 @@ class StratoflowClient:
     def read_deployments(self, *, flow_name: str | None = None, work_pool_name: str | None = None,
                          paused: bool | None = None, tags: Sequence[str] | None = None,
                          limit: int = 200) -> list[Deployment]:
-        from stratoflow.api.schemas import DeploymentFilter
 
         return self._backend.filter_deployments(DeploymentFilter(
             flow_name=flow_name, work_pool_name=work_pool_name, paused=paused,
@@ -569,7 +539,6 @@ class StratoflowClient:
                                         scheduled_time: datetime | None = None) -> FlowRun:
         """A run of the deployment, Scheduled for ``scheduled_time`` (default now) and sent to its
         work pool when due."""
-        from stratoflow.api.schemas import DeploymentRunCreate, StateIn
 
         state = None
         if scheduled_time is not None:
@@ -584,7 +553,6 @@ class StratoflowClient:
     # work pools and queues
     def create_work_pool(self, name: str, type: str = "lambda", concurrency_limit: int | None = None,
                          description: str | None = None) -> WorkPool:
-        from stratoflow.api.schemas import WorkPoolCreate
 
         return self._backend.create_work_pool(WorkPoolCreate(
             name=name, type=WorkPoolType(type), concurrency_limit=concurrency_limit, description=description))
@@ -603,7 +571,6 @@ class StratoflowClient:
 
     def create_work_queue(self, work_pool_name: str, name: str, priority: int = 1,
                           concurrency_limit: int | None = None) -> WorkQueue:
-        from stratoflow.api.schemas import WorkQueueCreate
 
         return self._backend.create_work_queue(work_pool_name, WorkQueueCreate(
             name=name, priority=priority, concurrency_limit=concurrency_limit))
@@ -625,7 +592,6 @@ class StratoflowClient:
     # concurrency limits
     def create_concurrency_limit(self, tag: str, limit: int) -> ConcurrencyLimit:
         """Create the limit of ``tag`` or change it."""
-        from stratoflow.api.schemas import ConcurrencyLimitCreate
 
         return self._backend.upsert_concurrency_limit(ConcurrencyLimitCreate(tag=tag, limit=limit))
 
@@ -647,6 +613,5 @@ class StratoflowClient:
 
 def get_client() -> StratoflowClient:
     """A client for the configured backend. Usable as a context manager, like Prefect's."""
-    from stratoflow.storage import get_store
 
     return StratoflowClient(get_store())

@@ -99,3 +99,54 @@ def raise_on_name_with_banned_characters(name: str | None) -> str | None:
         raise InvalidNameError(f"Name {name!r} contains an invalid character. "
                                f"Must not contain any of: {BANNED_CHARACTERS}.")
     return name
+
+
+# -- requests the service layer refuses ------------------------------------------------------------
+class RequestRefused(StratoflowError):
+    """A request the service layer (``stratoflow.control``) refuses, with nothing written.
+
+    ``details`` go into the API's error body beside the one-line message. ``status_code`` is the
+    HTTP status the API answers with, so a client raises the same class over HTTP as in process
+    (as Prefect's client errors carry the response's status)."""
+
+    status_code = 400
+
+    def __init__(self, message: str, *, status_code: int | None = None, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        if status_code is not None:
+            self.status_code = status_code
+        self.extra = details
+
+    def body(self) -> dict[str, Any]:
+        # One line, always: callers show it as is.
+        return {"error": " ".join(self.message.split()), **self.extra}
+
+
+class BadRequest(RequestRefused):
+    status_code = 400
+
+
+class Forbidden(RequestRefused):
+    status_code = 403
+
+
+class NotFound(RequestRefused):
+    status_code = 404
+
+
+class Conflict(RequestRefused):
+    status_code = 409
+
+
+class PayloadTooLarge(RequestRefused):
+    status_code = 413
+
+
+class UnsupportedMediaType(RequestRefused):
+    status_code = 415
+
+
+class Unprocessable(RequestRefused):
+    status_code = 422
+

@@ -29,12 +29,12 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from stratoflow import concurrency
+from stratoflow.control import transitions
 from stratoflow.exceptions import ObjectNotFound, StratoflowError
-from stratoflow.models import Deployment, FlowRun, WorkPool, WorkQueue
+from stratoflow.models import Deployment, FlowRun, ObjectKind, WorkPool, WorkQueue
 from stratoflow.orchestration import RunKind
-from stratoflow.services import set_run_state
 from stratoflow.states import AwaitingConcurrencySlot, Failed, StateType, now
+from stratoflow.storage import slots as concurrency
 from stratoflow.workpools.messages import RunMessage
 
 if TYPE_CHECKING:
@@ -42,7 +42,6 @@ if TYPE_CHECKING:
     from stratoflow.settings import Settings
     from stratoflow.storage.base import Store
 
-HEARTBEAT = "heartbeat"
 # A run finding its concurrency limit full is sent again after 1-2 times this (jittered).
 SLOT_RECHECK_SECONDS = 1.0
 _flows: dict[tuple[str, str], Flow[..., Any]] = {}
@@ -94,7 +93,8 @@ class Heartbeat:
         self.beats = 0
 
     def beat(self) -> None:
-        self.store.put_object(HEARTBEAT, self.flow_run_id, {"at": now().isoformat(), "executor": self.executor})
+        self.store.put_object(ObjectKind.HEARTBEAT, self.flow_run_id,
+                              {"at": now().isoformat(), "executor": self.executor})
         self.beats += 1
         self._check_cancelled()
 
@@ -120,7 +120,8 @@ class Heartbeat:
                 continue
 
     def __enter__(self) -> Heartbeat:
-        self.store.put_object(HEARTBEAT, self.flow_run_id, {"at": now().isoformat(), "executor": self.executor})
+        self.store.put_object(ObjectKind.HEARTBEAT, self.flow_run_id,
+                              {"at": now().isoformat(), "executor": self.executor})
         self._thread.start()
         return self
 
@@ -187,7 +188,7 @@ def _pool_and_queue(store: Store, pool_name: str | None,
                     queue_name: str | None) -> tuple[WorkPool, WorkQueue] | None:
     """The run's work pool and queue records (None if it has none, or they were deleted): read
     once per message, for the pause check and the concurrency limits."""
-    from stratoflow.api.operations import read_work_pool, read_work_queue
+    from stratoflow.control.work_pools import read_work_pool, read_work_queue
 
     if not pool_name:
         return None
@@ -229,9 +230,9 @@ def _execute_isolated(store: Store, settings: Settings, run: FlowRun, deployment
                       deadline: float | None) -> MessageResult:
     """Run the flow in a sandboxed process (``stratoflow.sandbox``) and decide from the stored run,
     as this runtime reads it, what became of it: the child's own account is only a message."""
+    from stratoflow.control.dispatch import dispatch_run
     from stratoflow.sandbox.runtime import RunningChild, execute_isolated
     from stratoflow.states import Crashed
-    from stratoflow.workpools.dispatch import dispatch_run
 
     children: list[RunningChild] = []
 
@@ -256,7 +257,7 @@ def _execute_isolated(store: Store, settings: Settings, run: FlowRun, deployment
     if after.state is not None and after.state.type in (StateType.PENDING, StateType.RUNNING):
         # The child claimed the run and ended without finishing it (killed, or it exited).
         how = "was killed past its deadline" if outcome.killed else f"ended with exit code {outcome.exit_code}"
-        _, after = set_run_state(store, RunKind.FLOW, after, Crashed(
+        _, after = transitions.propose(store, RunKind.FLOW, after, Crashed(
             message=f"the flow's process {how} before the run finished"))
         assert isinstance(after, FlowRun)
     state = after.state
@@ -269,10 +270,10 @@ def _execute_isolated(store: Store, settings: Settings, run: FlowRun, deployment
 
 def _wait_for_slot(store: Store, settings: Settings, run: FlowRun, full: concurrency.Limit) -> MessageResult:
     """The limit is full: the run waits as AwaitingConcurrencySlot and is sent again shortly."""
-    from stratoflow.workpools.dispatch import dispatch_run
+    from stratoflow.control.dispatch import dispatch_run
 
     when = now() + timedelta(seconds=SLOT_RECHECK_SECONDS * (1 + random.random()))  # nosec B311  # jitter of a recheck time, nothing secret
-    result, after = set_run_state(store, RunKind.FLOW, run, AwaitingConcurrencySlot(
+    result, after = transitions.propose(store, RunKind.FLOW, run, AwaitingConcurrencySlot(
         scheduled_time=when, message=f"the concurrency limit {full.label} ({full.size}) is full"))
     assert isinstance(after, FlowRun)
     if after.state is not None and after.state.type == StateType.SCHEDULED:
@@ -326,7 +327,7 @@ def handle_message(
 def _code_of(store: Store, settings: Settings, run: FlowRun) -> tuple[Deployment, Path | Flow[..., Any]]:
     """The run's deployment and its code: the package's directory when flows run sandboxed (their
     code is imported in their own process only, never here), else the flow imported here."""
-    from stratoflow.api.operations import read_deployment
+    from stratoflow.control.deployments import read_deployment
 
     if run.deployment_id is None:
         raise StratoflowError("the run has no deployment: nothing says which code to run")
@@ -339,7 +340,7 @@ def _code_of(store: Store, settings: Settings, run: FlowRun) -> tuple[Deployment
 def _could_not_load(store: Store, run: FlowRun, why: str) -> MessageResult:
     """The flow's code could not be fetched or imported. One delivery records the failure
     (conditional from Scheduled); duplicates see it done."""
-    result, after = set_run_state(store, RunKind.FLOW, run, Failed(message=f"could not load the flow: {why}"))
+    result, after = transitions.propose(store, RunKind.FLOW, run, Failed(message=f"could not load the flow: {why}"))
     failed = result.state is not None and result.state.type == StateType.FAILED
     return MessageResult(Outcome.FAILED if failed else Outcome.DUPLICATE, run.id, after.state_name, why)
 
@@ -347,8 +348,8 @@ def _could_not_load(store: Store, run: FlowRun, why: str) -> MessageResult:
 def _execute_in_process(store: Store, settings: Settings, run: FlowRun, flow: Flow[..., Any],
                         deadline: float | None) -> MessageResult:
     """``flow_isolation`` "none": the flow runs here, with the runtime's rights."""
+    from stratoflow.control.dispatch import dispatch_run
     from stratoflow.flows import execute_flow_run
-    from stratoflow.workpools.dispatch import dispatch_run
 
     with Heartbeat(store, run.id, settings.heartbeat_interval, executor_identity()):
         execution = execute_flow_run(flow, run, store=store, settings=settings, deadline_seconds=deadline,

@@ -23,22 +23,15 @@ from pydantic_core import to_jsonable_python
 
 from stratoflow import results as _results
 from stratoflow.context import FlowRunContext, current_tags, flow_run_ctx
+from stratoflow.control import transitions
 from stratoflow.exceptions import FlowRunTimeout, ParameterValidationError, raise_on_name_with_banned_characters
 from stratoflow.futures import StratoflowFuture
 from stratoflow.logs import get_log_buffer, install_print_hook, print_to_log, run_logger
 from stratoflow.models import Flow as FlowRecord
 from stratoflow.models import FlowRun, RetryPolicy, TaskRun
 from stratoflow.names import generate_run_name
-from stratoflow.orchestration import (
-    FLOW_POLICY,
-    OrchestrationContext,
-    ResponseStatus,
-    RunKind,
-    apply_transition,
-    orchestrate,
-)
+from stratoflow.orchestration import ResponseStatus, RunKind
 from stratoflow.pause import FlowRunSuspended
-from stratoflow.services import set_run_state
 from stratoflow.settings import get_settings
 from stratoflow.states import (
     Cancelled,
@@ -364,11 +357,8 @@ def run_flow(flow: Flow[..., Any], parameters: dict[str, Any], parent: FlowRunCo
         run.parent_task_run_id = placeholder.run.id
 
     # Pending then Running, decided by the policy, committed in the creating write.
-    for proposal in (Pending(), Running()):
-        decision = orchestrate(OrchestrationContext(kind=RunKind.FLOW, run=run, proposed_state=proposal), FLOW_POLICY)
-        assert decision.status == ResponseStatus.ACCEPT and decision.state is not None
-        run = apply_transition(run, decision.state)
-    run = store.create_run(RunKind.FLOW, run)  # type: ignore[assignment]
+    run = transitions.create(store, RunKind.FLOW,  # type: ignore[assignment]
+                             transitions.decide_new(RunKind.FLOW, run, (Pending(), Running())))
     final = _drive(flow, run, parameters, store, settings, is_subflow=parent is not None)
     if placeholder is not None:
         mirrored = State(type=final.type, name=final.name, message=final.message,
@@ -485,7 +475,7 @@ def execute_flow_run(
     # The flow's code decides its retries and version; they go on the run with the claim.
     run = run.model_copy(update={"retry_policy": RetryPolicy(retries=flow.retries, retry_delays=flow._retry_delays),
                                  "flow_version": flow.version})
-    result, claimed = set_run_state(store, RunKind.FLOW, run, Pending())
+    result, claimed = transitions.propose(store, RunKind.FLOW, run, Pending())
     assert isinstance(claimed, FlowRun)
     if result.status == ResponseStatus.WAIT:
         when = now() + timedelta(seconds=result.delay_seconds or 0)
@@ -495,10 +485,10 @@ def execute_flow_run(
     try:
         parameters = flow.validate_parameters(load_run_parameters(store, claimed))
     except ParameterValidationError as exc:
-        _, failed = set_run_state(store, RunKind.FLOW, claimed, Failed(message=str(exc)))
+        _, failed = transitions.propose(store, RunKind.FLOW, claimed, Failed(message=str(exc)))
         assert isinstance(failed, FlowRun)
         return Execution(True, failed, failed.state, "invalid parameters")
-    result, running = set_run_state(store, RunKind.FLOW, claimed, Running())
+    result, running = transitions.propose(store, RunKind.FLOW, claimed, Running())
     assert isinstance(running, FlowRun)
     if result.status != ResponseStatus.ACCEPT:
         return Execution(True, running, running.state, result.reason)
@@ -580,7 +570,7 @@ def _drive(flow: Flow[..., Any], run: FlowRun, parameters: dict[str, Any], store
             assert ctx.flow_run.state is not None
             return ctx.flow_run.state
 
-        result, run = set_run_state(store, RunKind.FLOW, ctx.flow_run, attempt)  # type: ignore[assignment]
+        result, run = transitions.propose(store, RunKind.FLOW, ctx.flow_run, attempt)  # type: ignore[assignment]
         ctx.flow_run = run
         outcome = result.state or attempt
         if interrupted is None and outcome.type == StateType.SCHEDULED:
@@ -597,12 +587,12 @@ def _drive(flow: Flow[..., Any], run: FlowRun, parameters: dict[str, Any], store
                         "again in %.2fs", outcome.name, attempt.name, delay)
             if delay > 0:
                 time.sleep(delay)
-            _, run = set_run_state(store, RunKind.FLOW, ctx.flow_run, Retrying())  # type: ignore[assignment]
+            _, run = transitions.propose(store, RunKind.FLOW, ctx.flow_run, Retrying())  # type: ignore[assignment]
             ctx.flow_run = run
             ctx.futures.clear()
             continue
         if outcome.type == StateType.CANCELLING:
-            result, run = set_run_state(store, RunKind.FLOW, ctx.flow_run, Cancelled(  # type: ignore[assignment]
+            result, run = transitions.propose(store, RunKind.FLOW, ctx.flow_run, Cancelled(  # type: ignore[assignment]
                 message="flow run was cancelled while it ran"))
             ctx.flow_run = run
             outcome = result.state or outcome

@@ -10,7 +10,7 @@
 4. ``release_dead_slots``: concurrency slots held by finished, deleted or dead runs are given back;
 5. ``send_due_runs``: Scheduled runs that came within SQS's 15-minute delay are sent.
 
-Every run write goes through ``set_run_state`` and is conditional on the exact version of the run
+Every run write goes through the transition gateway's ``propose`` and is conditional on the exact version of the run
 the decision was made on: if anyone wrote the run in between (an executor claimed it, a second
 janitor got there first), the write is dropped and the run is left for the next tick to look at
 again. Slot releases are conditional writes too. So two janitors at once do no harm, and a tick
@@ -27,16 +27,15 @@ import logging
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
-from stratoflow import concurrency
+from stratoflow.control import transitions
 from stratoflow.exceptions import ObjectAlreadyExists, ObjectNotFound, StaleRunError
-from stratoflow.executor import HEARTBEAT
-from stratoflow.models import FlowRun, TaskRun
+from stratoflow.models import FlowRun, ObjectKind, TaskRun
 from stratoflow.orchestration import RunKind
-from stratoflow.services import set_run_state
 from stratoflow.states import Cancelled, Crashed, Late, State, StateType
 from stratoflow.states import now as utc_now
+from stratoflow.storage import slots as concurrency
 from stratoflow.storage.base import FlowRunQuery, ObjectVersionConflict
 
 if TYPE_CHECKING:
@@ -56,8 +55,6 @@ MIN_HEARTBEAT_TIMEOUT = timedelta(seconds=30)
 LIMIT = 1000
 PAGE = 200
 # Objects-table kinds the janitor keeps: scan cursors, and holders of a slot first seen idle.
-CURSOR = "janitor-cursor"
-SUSPECT = "janitor-slot-suspect"
 # Subflow runs crashed along with their parent, at most this deep.
 MAX_SUBFLOW_DEPTH = 10
 
@@ -97,40 +94,14 @@ class JanitorReport:
 
 
 # -- conditional writes --------------------------------------------------------------------------------
-class _LeftAlone(Exception):
-    """The run changed between the janitor's read and its write: the janitor's decision is void."""
-
-    def __init__(self, current: FlowRun | TaskRun) -> None:
-        super().__init__(f"run {current.id} changed meanwhile (now {current.state!r})")
-        self.current = current
-
-
-class _Guarded:
-    """The store as ``set_run_state`` sees it, except that a lost race is not retried against the
-    fresh run (which would apply the janitor's stale decision to a run someone else just moved,
-    e.g. mark a claimed run Late) but raises ``_LeftAlone``."""
-
-    def __init__(self, store: Store) -> None:
-        self._store = store
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._store, name)
-
-    def commit_run(self, kind: RunKind, run: FlowRun | TaskRun, new_states: Any, expected_version: int,
-                   allowed_from: Any) -> FlowRun | TaskRun:
-        try:
-            return self._store.commit_run(kind, run, new_states, expected_version, allowed_from)
-        except StaleRunError as exc:
-            raise _LeftAlone(exc.current) from None
-
-
 def _propose(store: Store, kind: RunKind, run: FlowRun | TaskRun, proposed: State) -> FlowRun | TaskRun | None:
-    """``set_run_state`` on exactly this version of ``run``: the run as moved (by the policy's
-    answer, e.g. AwaitingRetry for a Crashed proposal), or None when the policy refused it or the run
-    changed meanwhile."""
+    """The gateway's ``propose`` on exactly this version of ``run``: the run as moved (by the
+    policy's answer, e.g. AwaitingRetry for a Crashed proposal), or None when the policy refused it
+    or the run changed meanwhile. A lost race is not retried against the fresh run: that would apply
+    the janitor's stale decision to a run someone else just moved (e.g. mark a claimed run Late)."""
     try:
-        result, moved = set_run_state(cast("Store", _Guarded(store)), kind, run, proposed)
-    except _LeftAlone as exc:
+        result, moved = transitions.propose(store, kind, run, proposed, retry_lost_races=False)
+    except StaleRunError as exc:
         logger.info("%s run %s changed meanwhile (now %r): left alone", kind.value, run.id, exc.current.state)
         return None
     if not result.writes:
@@ -145,7 +116,7 @@ def _scan(store: Store, step: str, query: FlowRunQuery, limit: int, report: Jani
     cursor in the objects table), so a long backlog is covered round-robin over ticks instead of
     the same first runs being looked at every time."""
     try:
-        stored = store.get_object(CURSOR, step)
+        stored = store.get_object(ObjectKind.JANITOR_CURSOR, step)
         cursor: str | None = stored.doc.get("cursor")
     except ObjectNotFound:
         cursor = None
@@ -169,7 +140,7 @@ def _scan(store: Store, step: str, query: FlowRunQuery, limit: int, report: Jani
         if cursor is None:
             break
     try:
-        store.put_object(CURSOR, step, {"cursor": cursor})  # None: next tick starts at the beginning
+        store.put_object(ObjectKind.JANITOR_CURSOR, step, {"cursor": cursor})  # None: next tick starts at the beginning
     except Exception as exc:  # only costs fairness, never correctness
         logger.warning("janitor %s: could not save its cursor: %s", step, exc)
 
@@ -186,7 +157,7 @@ def _each(step: str, report: JanitorReport, item_id: str, action: Callable[[], N
 def last_heartbeat(store: Store, flow_run_id: str) -> datetime | None:
     """When the run's executor last reported, or None when it never did."""
     try:
-        doc = store.get_object(HEARTBEAT, flow_run_id).doc
+        doc = store.get_object(ObjectKind.HEARTBEAT, flow_run_id).doc
     except ObjectNotFound:
         return None
     return datetime.fromisoformat(str(doc["at"]))
@@ -281,7 +252,7 @@ def crash_lost_runs(store: Store, settings: Settings, *, now: datetime | None = 
 
     Only deployment runs are judged: their executor beats. A flow called in a user's process has
     no heartbeat, and no way for the janitor to tell whether it is alive."""
-    from stratoflow.workpools.dispatch import dispatch_run
+    from stratoflow.control.dispatch import dispatch_run
 
     now = now or utc_now()
     timeout = timeout or heartbeat_timeout(settings)
@@ -363,7 +334,7 @@ def _holder_verdict(store: Store, limit: concurrency.Limit, holder: str, now: da
     with no live executor). That is also how a run looks in the instant between an executor
     taking its slot and claiming it, so an idle holder is released only once it has stayed idle
     (the same state) for ``timeout``."""
-    kind = RunKind.FLOW if limit.kind == concurrency.SLOTS else RunKind.TASK
+    kind = RunKind.FLOW if limit.kind == ObjectKind.SLOTS else RunKind.TASK
     try:
         run = store.read_run(kind, holder)
     except ObjectNotFound:
@@ -437,14 +408,15 @@ def _idle_long_enough(store: Store, key: str, state_id: str | None, now: datetim
     """Whether this holder was first seen idle, in this same state, at least ``timeout`` ago;
     records the first sighting otherwise."""
     try:
-        seen = store.get_object(SUSPECT, key)
+        seen = store.get_object(ObjectKind.JANITOR_SUSPECT, key)
         if seen.doc.get("state_id") == state_id:
             return datetime.fromisoformat(str(seen.doc["since"])) <= now - timeout
-        store.put_object(SUSPECT, key, {"since": now.isoformat(), "state_id": state_id},
+        store.put_object(ObjectKind.JANITOR_SUSPECT, key, {"since": now.isoformat(), "state_id": state_id},
                          expected_version=seen.version)
     except ObjectNotFound:
         with contextlib.suppress(ObjectAlreadyExists):  # another janitor recorded it first
-            store.put_object(SUSPECT, key, {"since": now.isoformat(), "state_id": state_id}, must_not_exist=True)
+            store.put_object(ObjectKind.JANITOR_SUSPECT, key, {"since": now.isoformat(), "state_id": state_id},
+                             must_not_exist=True)
     except ObjectVersionConflict:
         pass
     return False
@@ -454,12 +426,12 @@ def _forget_suspects(store: Store, keep: set[str], report: JanitorReport) -> Non
     """Drop idle sightings of holders that are no longer idle (released, running again)."""
     cursor: str | None = None
     for _ in range(10):
-        page = store.list_objects(SUSPECT, cursor=cursor, limit=PAGE)
+        page = store.list_objects(ObjectKind.JANITOR_SUSPECT, cursor=cursor, limit=PAGE)
         for obj in page.objects:
             if obj.key in keep:
                 continue
             try:
-                store.delete_object(SUSPECT, obj.key, expected_version=obj.version)
+                store.delete_object(ObjectKind.JANITOR_SUSPECT, obj.key, expected_version=obj.version)
             except (ObjectNotFound, ObjectVersionConflict):
                 continue
             except Exception as exc:
@@ -475,7 +447,7 @@ def send_due_runs(store: Store, settings: Settings, *, now: datetime | None = No
     AwaitingRetry or AwaitingConcurrencySlot far ahead, a run scheduled for tomorrow) never being
     sent, and a send lost between writing the run and the SQS call. Scheduled runs of a work pool
     due within 15 minutes and not sent yet are sent (``dispatch_due_runs``)."""
-    from stratoflow.workpools.dispatch import dispatch_due_runs
+    from stratoflow.control.dispatch import dispatch_due_runs
 
     report = report if report is not None else JanitorReport()
     sent = dispatch_due_runs(store, settings, at=now or utc_now(), limit=limit)

@@ -25,6 +25,22 @@ def new_id() -> str:
     return str(uuid.UUID(int=_ids.getrandbits(128), version=4))
 
 
+class ObjectKind(StrEnum):
+    """Every kind of record in the objects table (``Store.put_object``), named once."""
+
+    DEPLOYMENT = "deployment"
+    WORK_POOL = "work_pool"
+    WORK_QUEUE = "work_queue"
+    CONCURRENCY_LIMIT = "concurrency_limit"  # a tag's limit: its size and the slots held
+    SLOTS = "slots"  # a deployment's or work pool's slots (storage.slots)
+    HEARTBEAT = "heartbeat"  # the executor holding a running flow run, and when it last said so
+    RUN_INPUT = "run_input"  # what a resume of a paused run gave it
+    SCHEDULE_CURSOR = "schedule_cursor"  # how far a deployment's schedule has made runs
+    SCHEDULER_LOOP_CURSOR = "scheduler_loop_cursor"  # the local scheduler's last tick
+    JANITOR_CURSOR = "janitor-cursor"  # where each janitor scan resumes
+    JANITOR_SUSPECT = "janitor-slot-suspect"  # a slot holder seen gone once, released when seen twice
+
+
 class _Record(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=False)
 

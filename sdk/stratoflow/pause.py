@@ -19,13 +19,12 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ValidationError
 
-from stratoflow.exceptions import ObjectNotFound, StratoflowError
+from stratoflow.control.run_input import DEFAULT_KEY, stored_input
+from stratoflow.exceptions import StratoflowError
 
 if TYPE_CHECKING:
     from stratoflow.storage.base import Store
 
-RUN_INPUT = "run_input"
-DEFAULT_KEY = "pause-1"
 
 
 class PausedRunTimeout(StratoflowError):
@@ -36,10 +35,6 @@ class FlowRunSuspended(BaseException):
     """Ends the flow body of a suspended run; the engine leaves the run Suspended."""
 
 
-def input_key(flow_run_id: str, key: str) -> str:
-    return f"{flow_run_id}/{key}"
-
-
 def _context() -> Any:
     from stratoflow.context import flow_run_ctx
 
@@ -47,15 +42,6 @@ def _context() -> Any:
     if ctx is None:
         raise StratoflowError("pause_flow_run/suspend_flow_run must be called inside a flow run")
     return ctx
-
-
-def _stored_input(store: Store, flow_run_id: str, key: str) -> dict[str, Any] | None:
-    try:
-        return dict(store.get_object(RUN_INPUT, input_key(flow_run_id, key)).doc.get("input") or {})
-    except ObjectNotFound:
-        return None
-    except StratoflowError:  # over the API the objects table is the server's: input comes via the run
-        return None
 
 
 def _input_on_the_run(run: Any, key: str) -> dict[str, Any] | None:
@@ -78,15 +64,15 @@ def _schema(wait_for_input: type[BaseModel] | None) -> dict[str, Any] | None:
 
 def _propose_pause(ctx: Any, timeout: float, key: str, reschedule: bool,
                    wait_for_input: type[BaseModel] | None) -> None:
+    from stratoflow.control import transitions
     from stratoflow.orchestration import ResponseStatus, RunKind
-    from stratoflow.services import set_run_state
     from stratoflow.states import Paused, Suspended
 
     state = (Suspended if reschedule else Paused)(timeout_seconds=timeout, pause_key=key)
     schema = _schema(wait_for_input)
     if schema is not None:
         state.state_details.run_input_keyset = {"schema": __import__("json").dumps(schema)}
-    result, run = set_run_state(ctx.store, RunKind.FLOW, ctx.flow_run, state)
+    result, run = transitions.propose(ctx.store, RunKind.FLOW, ctx.flow_run, state)
     if result.status != ResponseStatus.ACCEPT:
         raise StratoflowError(f"the flow run could not pause: {result.reason}")
     ctx.flow_run = run
@@ -111,10 +97,10 @@ def pause_flow_run(timeout: float = 3600, *, wait_for_input: type[BaseModel] | N
                 raise PausedRunTimeout(f"the pause ended in {run.state!r} instead of a resume")
             return _typed(run.state.state_details.run_input_keyset, wait_for_input, ctx.store, run.id, key)
         if time.monotonic() >= deadline:
-            from stratoflow.services import set_run_state
+            from stratoflow.control import transitions
             from stratoflow.states import Running
 
-            _, run = set_run_state(ctx.store, RunKind.FLOW, run, Running())  # the rule fails a timed-out pause
+            _, run = transitions.propose(ctx.store, RunKind.FLOW, run, Running())  # the rule fails a timed-out pause
             ctx.flow_run = run
             raise PausedRunTimeout(f"flow run {run.id} was not resumed within {timeout:g} s")
         time.sleep(delay)
@@ -126,7 +112,7 @@ def suspend_flow_run(timeout: float = 3600, *, wait_for_input: type[BaseModel] |
     """Suspend the current flow run, releasing its executor; when it was resumed already (this is
     the run's next attempt), return the resume's input instead."""
     ctx = _context()
-    stored = _stored_input(ctx.store, ctx.flow_run.id, key)
+    stored = stored_input(ctx.store, ctx.flow_run.id, key)
     if stored is None:
         stored = _input_on_the_run(ctx.flow_run, key)
     if stored is not None:
@@ -136,39 +122,12 @@ def suspend_flow_run(timeout: float = 3600, *, wait_for_input: type[BaseModel] |
 
 
 def _typed(keyset: dict[str, str] | None, model: type[BaseModel] | None, store: Store, run_id: str, key: str) -> Any:
-    data = _stored_input(store, run_id, key)
+    data = stored_input(store, run_id, key)
     if data is None and keyset and "input" in keyset:
         data = __import__("json").loads(keyset["input"])
     if model is None:
         return data
     return model.model_validate(data or {})
-
-
-def check_run_input(schema_json: str | None, run_input: dict[str, Any]) -> None:
-    """Raise ``ValueError`` naming the field when ``run_input`` breaks the pause's schema."""
-    if not schema_json:
-        return
-    import json
-
-    from stratoflow.safe_jsonschema import RegexBudgetExceeded, UnsafeSchema, validation_errors
-
-    schema = json.loads(schema_json)
-    # The schema comes from flow code: patterns run on RE2 under a budget and no $ref is fetched,
-    # so no pause can hold the API's resume request (stratoflow.safe_jsonschema).
-    try:
-        found = validation_errors(schema, run_input)
-    except UnsafeSchema as exc:
-        raise ValueError(f"run_input: the pause's schema cannot be checked safely: {exc.message}") from None
-    except RegexBudgetExceeded as exc:
-        raise ValueError(f"run_input: too costly to check against the pause's patterns ({exc})") from None
-    # Errors about a given field first, then missing ones (named by the missing field).
-    errors = sorted(found, key=lambda e: (not e.absolute_path, [str(p) for p in e.absolute_path]))
-    if errors:
-        err = errors[0]
-        path = [str(p) for p in err.absolute_path]
-        if not path and err.validator == "required":
-            path = [p for p in err.validator_value if p not in run_input][:1]
-        raise ValueError(f"{'.'.join(['run_input', *path])}: {err.message}")
 
 
 def resume_flow_run(flow_run_id: str, run_input: dict[str, Any] | None = None) -> Any:

@@ -28,19 +28,12 @@ from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, cast, overlo
 from stratoflow import results as _results
 from stratoflow.cache_policies import NO_CACHE, CachePolicy, Inputs
 from stratoflow.context import TaskRunContext, current_tags, flow_run_ctx, task_run_ctx
+from stratoflow.control import transitions
 from stratoflow.exceptions import Abort, StaleRunError, TaskRunTimeout, UpstreamTaskError
 from stratoflow.futures import StratoflowFuture, StratoflowFutureList, resolve_futures
 from stratoflow.logs import print_to_log, run_logger
 from stratoflow.models import CacheEntry, FlowRun, RetryPolicy, TaskRun, expiration_from
-from stratoflow.orchestration import (
-    TASK_POLICY,
-    OrchestrationContext,
-    OrchestrationResult,
-    ResponseStatus,
-    RunKind,
-    apply_transition,
-    orchestrate,
-)
+from stratoflow.orchestration import CacheWrite, OrchestrationResult, ResponseStatus, RunKind
 from stratoflow.settings import get_settings
 from stratoflow.states import (
     Completed,
@@ -164,30 +157,29 @@ class TaskRunRecorder:
         self._stored_version: int | None = None
         self._stored_type: StateType | None = None
         self._unflushed: list[State] = []
+        self._effects: list[CacheWrite] = []
         self._lock = threading.RLock()
 
     def propose(
         self, proposed: State, parent_state: State | None = None, refresh_cache: bool = False
     ) -> OrchestrationResult:
         with self._lock:
-            ctx = OrchestrationContext(
-                kind=RunKind.TASK, run=self.run, proposed_state=proposed, parent_flow_run_state=parent_state,
+            decision = transitions.decide(
+                RunKind.TASK, self.run, proposed, parent_flow_run_state=parent_state,
                 cache_lookup=verified_cache_lookup(self.store), refresh_cache=refresh_cache,
             )
-            result = orchestrate(ctx, TASK_POLICY)
-            if not result.writes or result.state is None:
-                return result
-            self.run = apply_transition(self.run, result.state)
-            self._unflushed.append(result.state)
-            state = result.state
+            if not decision.moved:
+                return decision.result
+            state = decision.result.state
+            assert state is not None and isinstance(decision.run, TaskRun)
+            self.run = decision.run
+            self._unflushed.append(state)
+            self._effects.extend(decision.effects)
             if self.flush_after <= 0 or state.is_final() or state.type in (StateType.SCHEDULED, StateType.PAUSED):
                 self._flush()
-                for effect in ctx.effects:
-                    self.store.write_cache(CacheEntry(key=effect.key, state=effect.state,
-                                                      expiration=effect.expiration))
             elif state.type == StateType.RUNNING:
                 _flusher.schedule(self.flush_after, self)
-            return result
+            return decision.result
 
     def flush_if_running(self) -> None:
         with self._lock:
@@ -203,23 +195,23 @@ class TaskRunRecorder:
             return
         stored: FlowRun | TaskRun
         if self._stored_version is None and self.run.state is not None and self.run.state.is_final():
-            stored = self.store.create_final_task_run(self.run)
+            stored = transitions.create_final_task(self.store, self.run)
         elif self._stored_version is None:
-            stored = self.store.create_run(RunKind.TASK, self.run)
+            stored = transitions.create(self.store, RunKind.TASK, self.run)
         else:
             try:
-                stored = self.store.commit_run(
-                    RunKind.TASK, self.run, self._unflushed, self._stored_version, {self._stored_type}
-                )
+                stored = transitions.commit(self.store, RunKind.TASK, self.run, self._unflushed,
+                                            self._stored_version, {self._stored_type})
             except StaleRunError as exc:
                 # Someone else (an operator forcing a state through the API) wrote this task
                 # run since our last flush: re-propose what we have not stored onto theirs.
-                from stratoflow.services import set_run_state
-
                 current = exc.current
                 for state in self._unflushed:
-                    _, current = set_run_state(self.store, RunKind.TASK, current, state.fresh_copy())
+                    _, current = transitions.propose(self.store, RunKind.TASK, current, state.fresh_copy())
                 stored = current
+        for effect in self._effects:
+            self.store.write_cache(CacheEntry(key=effect.key, state=effect.state, expiration=effect.expiration))
+        self._effects = []
         self._stored_version = stored.version
         self._stored_type = stored.state_type
         assert isinstance(stored, TaskRun)

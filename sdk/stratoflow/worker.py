@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from stratoflow.exceptions import ObjectNotFound, StratoflowError
-from stratoflow.models import FlowRun, WorkPoolType
+from stratoflow.models import FlowRun, ObjectKind, WorkPoolType
 from stratoflow.orchestration import RunKind
 from stratoflow.settings import Settings, get_settings
 from stratoflow.states import Scheduled, StateType
@@ -71,14 +71,14 @@ class Worker:
     # -- queues ---------------------------------------------------------------------------------
     def targets(self) -> list[QueueTarget]:
         """The pool's unpaused queues (or the named ones), by priority; none while the pool is paused."""
-        from stratoflow.api import operations as ops
+        from stratoflow.control import work_pools
         from stratoflow.storage import get_server_store
 
         store = get_server_store()
-        pool = ops.read_work_pool(store, self.pool)
+        pool = work_pools.read_work_pool(store, self.pool)
         if pool.paused:
             return []
-        queues = ops.list_work_queues(store, self.pool)
+        queues = work_pools.list_work_queues(store, self.pool)
         if self.queue_names:
             unknown = set(self.queue_names) - {q.name for q in queues}
             if unknown:
@@ -88,10 +88,10 @@ class Worker:
                 for q in queues if q.queue_url and not q.paused]
 
     def check_pool(self) -> None:
-        from stratoflow.api import operations as ops
+        from stratoflow.control import work_pools
         from stratoflow.storage import get_server_store
 
-        pool = ops.read_work_pool(get_server_store(), self.pool)
+        pool = work_pools.read_work_pool(get_server_store(), self.pool)
         if pool.type != WorkPoolType.PROCESS:
             logger.warning("work pool %r is a %r pool: its runs are meant for the executor function",
                            self.pool, pool.type.value)
@@ -137,7 +137,7 @@ class Worker:
     def _enforce_cancel(self, job: _Job) -> None:
         """A cancelled run whose child did not stop by itself (its flow is stuck in a blocking
         call) is killed after ``CANCEL_GRACE`` seconds and recorded Cancelled."""
-        from stratoflow.services import set_run_state
+        from stratoflow.control import transitions
         from stratoflow.states import Cancelled
         from stratoflow.storage import get_server_store
 
@@ -159,8 +159,8 @@ class Worker:
         job.process.kill()
         job.process.wait()
         assert isinstance(run, FlowRun)
-        set_run_state(store, RunKind.FLOW, run, Cancelled(message="the worker killed the flow run's process after "
-                                                                  "it was cancelled"))
+        transitions.propose(store, RunKind.FLOW, run, Cancelled(
+            message="the worker killed the flow run's process after it was cancelled"))
         logger.warning("killed flow run %s after its cancellation", job.flow_run_id)
 
     def run_once(self, wait_seconds: int | None = None) -> int:
@@ -212,8 +212,8 @@ class Worker:
         Only a run this child holds (its heartbeat names the child) is forced back; a child that
         had not claimed its run yet just returns the message, and one whose run is held by
         someone else (a duplicate delivery) or finished drops it."""
-        from stratoflow.executor import HEARTBEAT, executor_identity_of
-        from stratoflow.services import set_run_state
+        from stratoflow.control import transitions
+        from stratoflow.executor import executor_identity_of
         from stratoflow.storage import get_server_store
 
         job.process.terminate()
@@ -237,13 +237,13 @@ class Worker:
             self.sqs.delete(url, receipt)
             return
         try:
-            holder = store.get_object(HEARTBEAT, run.id).doc.get("executor")
+            holder = store.get_object(ObjectKind.HEARTBEAT, run.id).doc.get("executor")
         except ObjectNotFound:
             holder = None
         if holder != executor_identity_of(job.process.pid):
             self.sqs.delete(url, receipt)  # a duplicate: the run is someone else's
             return
-        set_run_state(store, RunKind.FLOW, run, Scheduled(
+        transitions.propose(store, RunKind.FLOW, run, Scheduled(
             message="released by a worker that shut down; it runs again from the start"), force=True)
         self.sqs.change_visibility(url, receipt, 0)
         self.released.append(job.flow_run_id)

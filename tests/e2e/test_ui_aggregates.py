@@ -6,16 +6,16 @@ from datetime import timedelta
 
 import pytest
 
-from stratoflow.api import operations as ops
 from stratoflow.api import ui_routes
-from stratoflow.api.schemas import DeploymentCreate, DeploymentRunCreate, FlowRunCreate, StateIn, WorkPoolCreate
+from stratoflow.control import deployments, flow_runs, work_pools
+from stratoflow.schemas import DeploymentCreate, DeploymentRunCreate, FlowRunCreate, StateIn, WorkPoolCreate
 from stratoflow.settings import get_settings
 from stratoflow.states import StateDetails, StateType, now
 from stratoflow.storage import get_store
 
 
 def _run(state: StateType, flow_name: str = "agg", **details: object) -> str:
-    run, _ = ops.create_flow_run(get_store(), get_settings(), FlowRunCreate(
+    run, _ = flow_runs.create_flow_run(get_store(), get_settings(), FlowRunCreate(
         flow_name=flow_name, state=StateIn(type=state, state_details=StateDetails(**details))))  # type: ignore[arg-type]
     return run.id
 
@@ -26,11 +26,12 @@ def test_dashboard_counts_buckets_failing_deployments_late_runs_and_pools() -> N
         _run(state)
     late_id = _run(StateType.SCHEDULED, scheduled_time=now() - timedelta(minutes=5))
     _run(StateType.SCHEDULED, scheduled_time=now() + timedelta(hours=1))
-    dep, _ = ops.upsert_deployment(store, DeploymentCreate(name="nightly", flow_name="agg-dep"))
+    dep, _ = deployments.upsert_deployment(store, DeploymentCreate(name="nightly", flow_name="agg-dep"))
     for state in (StateType.FAILED, StateType.CRASHED, StateType.COMPLETED):
-        ops.create_deployment_flow_run(store, get_settings(), dep.id, DeploymentRunCreate(state=StateIn(type=state)))
-    ops.create_work_pool(store, WorkPoolCreate(name="pool-a"))
-    ops.set_work_pool_paused(store, "pool-a", True)
+        flow_runs.create_deployment_flow_run(store, get_settings(), dep.id,
+                                             DeploymentRunCreate(state=StateIn(type=state)))
+    work_pools.create_work_pool(store, WorkPoolCreate(name="pool-a"))
+    work_pools.set_work_pool_paused(store, "pool-a", True)
 
     data = ui_routes.dashboard(store, hours=2, now=now())
     assert data["total"] == 9 and not data["truncated"]

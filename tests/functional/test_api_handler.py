@@ -307,8 +307,8 @@ def test_concurrent_creates_with_one_key_make_one_run(client: Any, flow_name: st
     layer: a Powertools resolver serves one request at a time, as a Lambda container does)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from stratoflow.api.operations import create_flow_run
-    from stratoflow.api.schemas import FlowRunCreate
+    from stratoflow.control.flow_runs import create_flow_run
+    from stratoflow.schemas import FlowRunCreate
     from stratoflow.settings import get_settings
 
     request = FlowRunCreate(flow_name=flow_name, idempotency_key="once")
@@ -627,7 +627,7 @@ def test_a_full_batch_of_1000_logs_fits(api: Callable[..., Reply]) -> None:
 # -- failures -------------------------------------------------------------------------------------
 def test_unhandled_exception_is_a_generic_500_and_logged(api: Callable[..., Reply],
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    from stratoflow.api import operations
+    from stratoflow.control import flow_runs
 
     def boom(store: Any, flow_run_id: str) -> FlowRun:
         raise RuntimeError("secret internals")
@@ -641,7 +641,7 @@ def test_unhandled_exception_is_a_generic_500_and_logged(api: Callable[..., Repl
     collector = Collect()
     powertools_logger = logging.getLogger("stratoflow-api")  # the Powertools Logger's logger
     powertools_logger.addHandler(collector)
-    monkeypatch.setattr(operations, "read_flow_run", boom)
+    monkeypatch.setattr(flow_runs, "read_flow_run", boom)
     try:
         reply = api("GET", "/flow_runs/anything")
     finally:
@@ -655,9 +655,9 @@ def test_unhandled_exception_is_a_generic_500_and_logged(api: Callable[..., Repl
 
 def test_a_response_that_breaks_its_schema_is_a_500(api: Callable[..., Reply],
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    from stratoflow.api import operations
+    from stratoflow.control import flow_runs
 
-    monkeypatch.setattr(operations, "read_flow_run", lambda store, flow_run_id: {"id": flow_run_id})
+    monkeypatch.setattr(flow_runs, "read_flow_run", lambda store, flow_run_id: {"id": flow_run_id})
     assert_error(api("GET", "/flow_runs/x"), 500, "internal error", "schema")
 
 

@@ -417,8 +417,8 @@ def test_deployment_update_keeps_fields_it_does_not_name(api: Api, flow_name: st
 def test_concurrent_deployment_upserts_make_one_deployment(client: Any, flow_name: str) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
-    from stratoflow.api.operations import upsert_deployment
-    from stratoflow.api.schemas import DeploymentCreate
+    from stratoflow.control.deployments import upsert_deployment
+    from stratoflow.schemas import DeploymentCreate
 
     def upsert(i: int) -> Any:
         return upsert_deployment(client.store, DeploymentCreate(name="race", flow_name=flow_name, description=str(i)))

@@ -17,7 +17,7 @@ from stratoflow.settings import reset_settings
 def moto_endpoint(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     from moto.server import ThreadedMotoServer
 
-    from stratoflow.local.embedded import forget_embedded_cloud
+    from stratoflow.storage.embedded import forget_embedded_cloud
 
     forget_embedded_cloud()  # moto's backends are process-global: start from empty
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)

@@ -12,8 +12,7 @@ import pytest
 from pydantic import BaseModel
 
 from stratoflow import flow, get_client, pause_flow_run, resume_flow_run
-from stratoflow.api.errors import ApiError
-from stratoflow.exceptions import StratoflowError
+from stratoflow.exceptions import RequestRefused, StratoflowError
 from stratoflow.settings import get_settings, reset_settings
 from stratoflow.states import StateType
 from stratoflow.storage import get_server_store
@@ -122,7 +121,7 @@ def test_suspend_releases_the_executor_and_resume_runs_it_again_with_the_input(d
     suspended = client.read_flow_run(run.id)
     assert suspended.state_type == StateType.PAUSED and suspended.state_name == "Suspended"
 
-    with pytest.raises(ApiError) as bad:
+    with pytest.raises(RequestRefused) as bad:
         resume_flow_run(run.id, run_input={"approved": "maybe"})
     assert bad.value.status_code == 422 and "run_input.approved" in str(bad.value)
     assert client.read_flow_run(run.id).state_name == "Suspended"  # nothing changed

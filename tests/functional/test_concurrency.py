@@ -17,11 +17,12 @@ from typing import Any
 
 import pytest
 
-from stratoflow import concurrency, flow, get_client, task
+from stratoflow import flow, get_client, task
 from stratoflow.models import FlowRun, TaskRun
 from stratoflow.settings import get_settings, reset_settings
 from stratoflow.states import StateType, now
 from stratoflow.storage import get_server_store
+from stratoflow.storage import slots as concurrency
 
 pytestmark = pytest.mark.store_only("reads slot records and drives the executor in-process")
 
@@ -133,14 +134,14 @@ def _drain(pool: str, *, crash_rate: float = 0.0, runs: int, timeout: float = 24
             crash = rng.random() < crash_rate
         if not crash:
             return original(store_, settings_, run, *args)
+        from stratoflow.control import transitions
         from stratoflow.models import RetryPolicy
         from stratoflow.orchestration import RunKind
-        from stratoflow.services import set_run_state
         from stratoflow.states import Pending, Running
 
         run = run.model_copy(update={"retry_policy": RetryPolicy(retries=3)})  # as the flow's claim records it
-        _, claimed = set_run_state(store, RunKind.FLOW, run, Pending())
-        set_run_state(store, RunKind.FLOW, claimed, Running())
+        _, claimed = transitions.propose(store, RunKind.FLOW, run, Pending())
+        transitions.propose(store, RunKind.FLOW, claimed, Running())
         _dead[run.id] = True  # from here on nothing of this executor runs: its slot stays taken
         raise Killed()  # the process dies here: nothing after this line of the executor runs
 

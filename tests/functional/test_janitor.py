@@ -19,18 +19,18 @@ from typing import Any
 
 import pytest
 
-from stratoflow import concurrency, janitor
+from stratoflow import janitor
 from stratoflow.client import StratoflowClient, get_client
+from stratoflow.control import transitions
 from stratoflow.deployments import deploy
-from stratoflow.executor import HEARTBEAT
 from stratoflow.local.event_sources import sqs_event
 from stratoflow.local.lambda_runtime import FunctionConfig, LambdaContext, load_handler
-from stratoflow.models import FlowRun, RetryPolicy, TaskRun
+from stratoflow.models import FlowRun, ObjectKind, RetryPolicy, TaskRun
 from stratoflow.orchestration import RunKind
-from stratoflow.services import set_run_state
 from stratoflow.settings import get_settings, reset_settings
 from stratoflow.states import Cancelling, Completed, Pending, Running, StateType, now
 from stratoflow.storage import get_server_store
+from stratoflow.storage import slots as concurrency
 from stratoflow.storage.base import Store
 from stratoflow.workpools.sqs import QueueTarget, ReceivedMessage, SqsQueues
 
@@ -116,23 +116,23 @@ def _names(run: FlowRun | TaskRun) -> list[str]:
 def _start(store: Store, run_id: str, *, retries: int = 0, beat: bool = True, task: bool = True) -> FlowRun:
     """What an executor does before it dies: claim (Pending), Running, a task run started, a beat."""
     run = _flow_run(store, run_id).model_copy(update={"retry_policy": RetryPolicy(retries=retries)})
-    _, run = set_run_state(store, RunKind.FLOW, run, Pending())  # type: ignore[assignment]
-    _, run = set_run_state(store, RunKind.FLOW, run, Running())  # type: ignore[assignment]
+    _, run = transitions.propose(store, RunKind.FLOW, run, Pending())  # type: ignore[assignment]
+    _, run = transitions.propose(store, RunKind.FLOW, run, Running())  # type: ignore[assignment]
     assert run.state_type == StateType.RUNNING
     if task:
         task_run = store.create_run(RunKind.TASK, TaskRun(name="square-0", task_key="square", flow_run_id=run.id))
-        set_run_state(store, RunKind.TASK, task_run, Running())
+        transitions.propose(store, RunKind.TASK, task_run, Running())
     if beat:
-        store.put_object(HEARTBEAT, run.id, {"at": now().isoformat(), "executor": "dead-host:1"})
+        store.put_object(ObjectKind.HEARTBEAT, run.id, {"at": now().isoformat(), "executor": "dead-host:1"})
     return run
 
 
 def _interactive_run(store: Store, state: Any) -> FlowRun:
     """A flow run called in a user's process (no deployment, no heartbeat), moved to ``state``."""
     run = store.create_run(RunKind.FLOW, FlowRun(name="local", flow_name="local-flow"))
-    _, run = set_run_state(store, RunKind.FLOW, run, Running())
+    _, run = transitions.propose(store, RunKind.FLOW, run, Running())
     if state.type != StateType.RUNNING:
-        _, run = set_run_state(store, RunKind.FLOW, run, state)
+        _, run = transitions.propose(store, RunKind.FLOW, run, state)
     assert isinstance(run, FlowRun)
     return run
 
@@ -146,8 +146,8 @@ def test_a_past_due_scheduled_run_becomes_late_and_a_claimed_one_is_not_touched(
     claimed = client.create_flow_run_from_deployment(name, parameters={"marker": str(tmp_path / "m")})
     future = client.create_flow_run_from_deployment(name, parameters={"marker": str(tmp_path / "m")},
                                                     scheduled_time=now() + timedelta(hours=1))
-    set_run_state(store, RunKind.FLOW, _flow_run(store, claimed.id), Pending())
-    store.put_object(HEARTBEAT, claimed.id, {"at": (now() + LATER).isoformat(), "executor": "alive:1"})
+    transitions.propose(store, RunKind.FLOW, _flow_run(store, claimed.id), Pending())
+    store.put_object(ObjectKind.HEARTBEAT, claimed.id, {"at": (now() + LATER).isoformat(), "executor": "alive:1"})
 
     early = janitor.tick(store, get_settings(), now=now() + timedelta(seconds=5))
     assert early.late == [] and early.errors == []
@@ -179,7 +179,7 @@ class _ClaimsAfterReading:
     def page_flow_runs(self, query: Any) -> Any:
         runs, cursor = self._store.page_flow_runs(query)
         for run in runs:
-            set_run_state(self._store, RunKind.FLOW, run, Pending())
+            transitions.propose(self._store, RunKind.FLOW, run, Pending())
         return runs, cursor
 
 
@@ -262,7 +262,7 @@ def test_a_cancelling_run_whose_executor_stopped_becomes_cancelled(tmp_path: Pat
         client.cancel_flow_run(run_id)
     orphan = _interactive_run(store, Cancelling())
     later = now() + LATER
-    store.put_object(HEARTBEAT, live.id, {"at": later.isoformat(), "executor": "alive:1"})
+    store.put_object(ObjectKind.HEARTBEAT, live.id, {"at": later.isoformat(), "executor": "alive:1"})
 
     early = janitor.tick(store, get_settings(), now=now() + timedelta(seconds=5))
     assert early.cancelled == [] and early.crashed == []
@@ -287,20 +287,20 @@ def test_slots_of_dead_runs_are_released_and_live_holders_keep_theirs(tmp_path: 
     _receive(pool)
     finished, lost, live, idle = (r.id for r in runs)
     started = _start(store, finished, task=False)
-    set_run_state(store, RunKind.FLOW, started, Completed())
+    transitions.propose(store, RunKind.FLOW, started, Completed())
     _start(store, lost, task=False)
     _start(store, live)
     later = now() + LATER
-    store.put_object(HEARTBEAT, live, {"at": later.isoformat(), "executor": "alive:1"})
+    store.put_object(ObjectKind.HEARTBEAT, live, {"at": later.isoformat(), "executor": "alive:1"})
     limit = concurrency.deployment_limit(runs[0].deployment_id or "", 10)
     for holder in (finished, lost, live, idle, "deleted-run"):
         assert concurrency.acquire(store, limit, holder)
     # A tag limit held by task runs: one of the live flow run (kept), one finished, one deleted.
-    tag = concurrency.Limit(concurrency.TAG_LIMIT, "db", 5)
+    tag = concurrency.Limit(ObjectKind.CONCURRENCY_LIMIT, "db", 5)
     (live_task,) = store.list_task_runs(live)
     done_task = store.create_run(RunKind.TASK, TaskRun(name="t-1", task_key="t", flow_run_id=live))
-    set_run_state(store, RunKind.TASK, done_task, Running())
-    set_run_state(store, RunKind.TASK, done_task.id, Completed())
+    transitions.propose(store, RunKind.TASK, done_task, Running())
+    transitions.propose(store, RunKind.TASK, done_task.id, Completed())
     for holder in (live_task.id, done_task.id, "deleted-task-run"):
         assert concurrency.acquire(store, tag, holder)
 
@@ -313,11 +313,11 @@ def test_slots_of_dead_runs_are_released_and_live_holders_keep_theirs(tmp_path: 
                                               "deleted-task-run@tag:db"])
 
     # Still Scheduled with no executor a timeout later: its slot is given back too.
-    store.put_object(HEARTBEAT, live, {"at": (later + LATER).isoformat(), "executor": "alive:1"})
+    store.put_object(ObjectKind.HEARTBEAT, live, {"at": (later + LATER).isoformat(), "executor": "alive:1"})
     final = janitor.tick(store, get_settings(), now=later + LATER)
     assert final.released == [f"{idle}@{limit.label}"] and final.errors == []
     assert concurrency.holders(store, limit) == [live]
-    assert store.list_objects(janitor.SUSPECT).objects == []  # its sighting was forgotten
+    assert store.list_objects(ObjectKind.JANITOR_SUSPECT).objects == []  # its sighting was forgotten
 
 
 # -- concurrency and robustness -------------------------------------------------------------------------
@@ -374,7 +374,7 @@ def test_a_bad_record_does_not_stop_the_tick(tmp_path: Path, store: Store) -> No
     _receive(pool)
     _start(store, bad.id, task=False)
     _start(store, good.id, task=False)
-    store.put_object(HEARTBEAT, bad.id, {"at": "yesterday-ish", "executor": "?"})
+    store.put_object(ObjectKind.HEARTBEAT, bad.id, {"at": "yesterday-ish", "executor": "?"})
 
     report = janitor.tick(store, get_settings(), now=now() + LATER)
     assert report.crashed == [good.id] and report.late == [late.id]

@@ -12,9 +12,8 @@ from typing import Any
 import pytest
 
 from stratoflow import _aws
-from stratoflow.api.errors import ApiError
 from stratoflow.client import get_client
-from stratoflow.exceptions import ObjectNotFound
+from stratoflow.exceptions import ObjectNotFound, RequestRefused
 from stratoflow.settings import get_settings, reset_settings
 from stratoflow.workpools.mappings import BATCH_SIZE, RESPONSE_TYPES, ExecutorMappings
 from stratoflow.workpools.naming import queue_name
@@ -99,7 +98,7 @@ def test_a_refused_mapping_fails_the_request_and_writes_no_record(monkeypatch: p
     monkeypatch.setenv("STRATOFLOW_EXECUTOR_FUNCTION_ARN", missing)
     reset_settings()
     sf = get_client()
-    with pytest.raises(ApiError) as refused:
+    with pytest.raises(RequestRefused) as refused:
         sf.create_work_pool("etl", type="lambda")
     assert refused.value.status_code == 502
     assert "to the executor" in str(refused.value) and "no-executor" in str(refused.value)

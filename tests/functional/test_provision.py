@@ -64,7 +64,7 @@ def test_every_data_resource_of_the_template_is_created_as_declared() -> None:
 
 
 def test_the_tick_schedule_is_the_one_the_runtime_would_make() -> None:
-    from stratoflow.schedules.eventbridge import TICK_SCHEDULE_NAME, EventBridgeProvisioner
+    from stratoflow.storage.eventbridge import TICK_SCHEDULE_NAME, EventBridgeProvisioner
 
     settings = get_settings()
     report = provision_from_template(settings, TEMPLATE)

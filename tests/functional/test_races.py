@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
+from stratoflow.control import transitions
 from stratoflow.models import FlowRun, TaskRun
 from stratoflow.orchestration import OrchestrationResult, ResponseStatus, RunKind, apply_transition
-from stratoflow.services import set_run_state
 from stratoflow.states import Completed, Paused, Running, Scheduled, State, StateType, now
 from stratoflow.storage import get_store
 
@@ -37,14 +37,14 @@ def race(store: Any, run_id: str, n: int, make_state: Callable[[int], State],
     """``n`` threads, released together, each proposing ``make_state(i)`` for the stored run."""
     barrier = threading.Barrier(n)
 
-    def propose(i: int) -> OrchestrationResult:
+    def attempt(i: int) -> OrchestrationResult:
         state = make_state(i)
         barrier.wait()
-        result, _ = set_run_state(store, kind, run_id, state)
+        result, _ = transitions.propose(store, kind, run_id, state)
         return result
 
     with ThreadPoolExecutor(max_workers=n) as pool:
-        return list(pool.map(propose, range(n)))
+        return list(pool.map(attempt, range(n)))
 
 
 def statuses(results: list[OrchestrationResult]) -> Counter[ResponseStatus]:
@@ -109,10 +109,10 @@ def test_each_step_of_a_contended_sequence_has_exactly_one_winner(store: Any) ->
 def test_duplicate_delivery_sequential_is_recorded_once(store: Any) -> None:
     run = new_scheduled_flow_run(store)
     proposal = Running()
-    results = [set_run_state(store, RunKind.FLOW, run.id, proposal)[0] for _ in range(10)]
+    results = [transitions.propose(store, RunKind.FLOW, run.id, proposal)[0] for _ in range(10)]
     # A redelivery is a different object carrying the same transition id (e.g. from a queue).
     redelivered = State.model_validate_json(proposal.model_dump_json())
-    results.append(set_run_state(store, RunKind.FLOW, run.id, redelivered)[0])
+    results.append(transitions.propose(store, RunKind.FLOW, run.id, redelivered)[0])
 
     assert results[0].status == ResponseStatus.ACCEPT
     assert all(r.status == ResponseStatus.REJECT and not r.writes for r in results[1:])
@@ -143,12 +143,12 @@ def test_duplicate_delivery_concurrent_is_recorded_once(store: Any) -> None:
 def test_forbidden_transition_is_aborted_and_changes_nothing(store: Any) -> None:
     run = new_scheduled_flow_run(store)
     for state in (Running(), Completed()):
-        result, _ = set_run_state(store, RunKind.FLOW, run.id, state)
+        result, _ = transitions.propose(store, RunKind.FLOW, run.id, state)
         assert result.status == ResponseStatus.ACCEPT
     before = store.read_run(RunKind.FLOW, run.id)
     assert before.version == 3
 
-    result, returned = set_run_state(store, RunKind.FLOW, run.id, Running())
+    result, returned = transitions.propose(store, RunKind.FLOW, run.id, Running())
     assert result.status == ResponseStatus.ABORT
     assert result.rule == "HandleFlowTerminalStateTransitions"
     assert result.reason and "terminal state" in result.reason
@@ -168,7 +168,7 @@ def test_forbidden_task_transition_is_aborted_and_changes_nothing(store: Any) ->
         run = apply_transition(run, state)
     run = store.create_run(RunKind.TASK, run)
 
-    result, _ = set_run_state(store, RunKind.TASK, run.id, Running())
+    result, _ = transitions.propose(store, RunKind.TASK, run.id, Running())
     assert result.status == ResponseStatus.ABORT
     assert result.rule == "HandleTaskTerminalStateTransitions"
     assert result.reason and "terminal state" in result.reason

@@ -24,9 +24,9 @@ from test_api_handler import (  # noqa: F401 - fixtures shared with the handler 
     stratoflow_home,
 )
 
-from stratoflow.api.operations import deployment_id
+from stratoflow.control import schedules as service
+from stratoflow.control.records import deployment_id
 from stratoflow.models import Deployment, Flow
-from stratoflow.schedules import service
 from stratoflow.schedules.models import DeploymentSchedule, RRuleSchedule
 from stratoflow.settings import get_settings
 from stratoflow.storage import get_store

@@ -9,23 +9,23 @@ from typing import Any
 
 import pytest
 
-from stratoflow.api import operations as ops
-from stratoflow.api.schemas import DeploymentCreate
+from stratoflow.control import deployments, flow_runs
+from stratoflow.control import schedules as service
 from stratoflow.local.scheduler_loop import SchedulerLoop, default_handler_path, scheduled_time
-from stratoflow.models import Deployment, FlowRun
-from stratoflow.schedules import service
-from stratoflow.schedules.eventbridge import (
+from stratoflow.models import Deployment, FlowRun, ObjectKind
+from stratoflow.schedules.models import CronSchedule, DeploymentSchedule, IntervalSchedule, RRuleSchedule
+from stratoflow.schedules.slots import next_slots, parse_slot_key, slot_key
+from stratoflow.schemas import DeploymentCreate
+from stratoflow.settings import Settings, get_settings
+from stratoflow.states import StateType
+from stratoflow.storage import get_store
+from stratoflow.storage.base import Store
+from stratoflow.storage.eventbridge import (
     TICK_SCHEDULE_NAME,
     EventBridgeProvisioner,
     SchedulerConfigError,
     schedule_name,
 )
-from stratoflow.schedules.models import CronSchedule, DeploymentSchedule, IntervalSchedule, RRuleSchedule
-from stratoflow.schedules.slots import next_slots, parse_slot_key, slot_key
-from stratoflow.settings import Settings, get_settings
-from stratoflow.states import StateType
-from stratoflow.storage import get_store
-from stratoflow.storage.base import Store
 
 pytestmark = pytest.mark.store_only("drives the store, moto's scheduler and the local loop in-process")
 
@@ -91,13 +91,15 @@ def every(cron: str, sid: str = "s1", parameters: dict[str, Any] | None = None, 
 
 
 def deploy(store: Store, schedules: list[DeploymentSchedule], name: str = "nightly", **fields: Any) -> Deployment:
-    dep, _ = ops.upsert_deployment(store, DeploymentCreate(flow_name="etl", name=name, schedules=schedules, **fields))
+    dep, _ = deployments.upsert_deployment(
+        store, DeploymentCreate(flow_name="etl", name=name, schedules=schedules, **fields))
     return dep
 
 
 def change(store: Store, settings: Settings, before: Deployment, provisioner: EventBridgeProvisioner,
            clock: FakeClock, **fields: Any) -> Deployment:
-    after, _ = ops.upsert_deployment(store, DeploymentCreate(flow_name=before.flow_name, name=before.name, **fields))
+    after, _ = deployments.upsert_deployment(
+        store, DeploymentCreate(flow_name=before.flow_name, name=before.name, **fields))
     service.on_deployment_changed(store, settings, before, after, provisioner=provisioner, now=clock())
     return after
 
@@ -152,7 +154,7 @@ def test_fire_does_nothing_when_it_must_not_run(store: Store, settings: Settings
     active = case != "inactive"
     dep = deploy(store, [DeploymentSchedule(id="s1", schedule=CronSchedule(cron="0 * * * *"), active=active)])
     if case == "paused":
-        ops.set_deployment_paused(store, dep.id, True)
+        deployments.set_deployment_paused(store, dep.id, True)
     dep_id = "no-such-deployment" if case == "unknown deployment" else dep.id
     schedule_id = "other" if case == "unknown schedule" else "s1"
     slot = datetime(2031, 1, 6, 12, 30 if case == "not a slot" else 0, tzinfo=UTC)
@@ -175,7 +177,7 @@ def test_tick_cursor_survives_restart_without_skipping_or_repeating(store: Store
     runs = runs_of(store, dep)
     assert [r.id for r in runs] == [r.id for r in sorted(created, key=lambda r: r.expected_start_time or r.created)]
     assert slots_of(runs) == [minute(n) for n in range(2, 16, 2)]
-    cursor = store.get_object(service.CURSOR_KIND, f"{dep.id}/r")
+    cursor = store.get_object(ObjectKind.SCHEDULE_CURSOR, f"{dep.id}/r")
     assert cursor.doc["cursor"] == minute(15).isoformat()
 
 
@@ -234,11 +236,11 @@ def test_pausing_the_deployment_stops_new_runs_and_removes_future_ones(
     service.tick(store, settings, clock())
     service.tick(store, settings, clock.advance(minutes=3), timedelta(minutes=5))  # 3 past + 5 future
     assert len(runs_of(store, dep)) == 8
-    paused = ops.set_deployment_paused(store, dep.id, True)
+    paused = deployments.set_deployment_paused(store, dep.id, True)
     service.on_deployment_changed(store, settings, dep, paused, provisioner=provisioner, now=clock())
     assert slots_of(runs_of(store, dep)) == [minute(1), minute(2), minute(3)]  # the future ones are gone
     assert service.tick(store, settings, clock.advance(minutes=10)) == []
-    resumed = ops.set_deployment_paused(store, dep.id, False)
+    resumed = deployments.set_deployment_paused(store, dep.id, False)
     service.on_deployment_changed(store, settings, paused, resumed, provisioner=provisioner, now=clock())
     # From the resume on, no slot of the pause; the resume made the next minute's run at once.
     assert slots_of(runs_of(store, dep)) == [minute(1), minute(2), minute(3), minute(14)]
@@ -296,11 +298,11 @@ def test_removing_or_deactivating_a_schedule_removes_its_future_runs(
 
 def test_manual_runs_are_never_deleted(store: Store, settings: Settings, clock: FakeClock,
                                       provisioner: EventBridgeProvisioner) -> None:
-    from stratoflow.api.schemas import DeploymentRunCreate, StateIn
+    from stratoflow.schemas import DeploymentRunCreate, StateIn
     from stratoflow.states import StateDetails
 
     dep = deploy(store, [DeploymentSchedule(id="a", schedule=RRuleSchedule(rrule="FREQ=MINUTELY"))])
-    manual, _ = ops.create_deployment_flow_run(store, settings, dep.id, DeploymentRunCreate(state=StateIn(
+    manual, _ = flow_runs.create_deployment_flow_run(store, settings, dep.id, DeploymentRunCreate(state=StateIn(
         type=StateType.SCHEDULED, state_details=StateDetails(scheduled_time=clock() + timedelta(hours=1)))))
     change(store, settings, dep, provisioner, clock, schedules=[])
     assert [r.id for r in runs_of(store, dep)] == [manual.id]
@@ -339,10 +341,10 @@ def test_provisioning_creates_updates_and_deletes(store: Store, settings: Settin
         DeploymentSchedule(id="s1", schedule=CronSchedule(cron="0 12 * * 7"), active=False)])
     assert [p.state for p in provisioner.list_provisioned()] == ["DISABLED"]
     reactivated = change(store, settings, inactive, provisioner, clock, schedules=[every("0 12 * * 7")])
-    paused = ops.set_deployment_paused(store, dep.id, True)
+    paused = deployments.set_deployment_paused(store, dep.id, True)
     service.on_deployment_changed(store, settings, reactivated, paused, provisioner=provisioner, now=clock())
     assert [p.state for p in provisioner.list_provisioned()] == ["DISABLED"]
-    resumed = ops.set_deployment_paused(store, dep.id, False)
+    resumed = deployments.set_deployment_paused(store, dep.id, False)
     service.on_deployment_changed(store, settings, paused, resumed, provisioner=provisioner, now=clock())
     assert [p.state for p in provisioner.list_provisioned()] == ["ENABLED"]
 
@@ -465,11 +467,11 @@ def test_the_loop_stops_firing_a_paused_deployment(
     loop.run_once()
     clock.advance(minutes=2)
     loop.run_once()
-    paused = ops.set_deployment_paused(store, dep.id, True)
+    paused = deployments.set_deployment_paused(store, dep.id, True)
     service.on_deployment_changed(store, settings, dep, paused, provisioner=provisioner, now=clock())
     clock.advance(minutes=3)
     assert loop.run_once() == []
-    resumed = ops.set_deployment_paused(store, dep.id, False)
+    resumed = deployments.set_deployment_paused(store, dep.id, False)
     service.on_deployment_changed(store, settings, paused, resumed, provisioner=provisioner, now=clock())
     loop.run_once()  # enabled again: starts from now, the paused minutes are not fired
     clock.advance(minutes=2)

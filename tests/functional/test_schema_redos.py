@@ -121,9 +121,9 @@ def test_patterns_re2_cannot_run_are_refused_at_deploy(api: Api, journal: Callab
 
 def test_a_schema_stored_before_the_check_is_refused_per_run(api: Api, flow_name: str,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    from stratoflow.api import operations
+    from stratoflow.control import deployments
 
-    monkeypatch.setattr(operations, "_check_schema", lambda schema: None)  # as deployed before the check
+    monkeypatch.setattr(deployments, "check_parameter_schema", lambda schema: None)  # as deployed before the check
     dep_id = deploy(api, flow_name, strings("^(?!admin).*$"))
     monkeypatch.undo()
     assert_error(run_with(api, dep_id, s="root"), 422, "parameter_openapi_schema", "not supported", "deploy again")
@@ -136,7 +136,7 @@ def test_a_remote_ref_is_never_fetched(api: Api, flow_name: str, monkeypatch: py
     from http.server import BaseHTTPRequestHandler, HTTPServer
     from threading import Thread
 
-    from stratoflow.api import operations
+    from stratoflow.control import deployments
 
     fetched: list[str] = []
 
@@ -155,7 +155,7 @@ def test_a_remote_ref_is_never_fetched(api: Api, flow_name: str, monkeypatch: py
     Thread(target=server.serve_forever, args=(0.02,), daemon=True).start()
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}/schema.json"
-        monkeypatch.setattr(operations, "_check_schema", lambda schema: None)  # as deployed before the check
+        monkeypatch.setattr(deployments, "check_parameter_schema", lambda schema: None)  # as deployed before the check
         dep_id = deploy(api, flow_name, {"type": "object", "properties": {"s": {"$ref": url}}})
         monkeypatch.undo()
         started = time.perf_counter()
@@ -192,7 +192,7 @@ def test_a_pause_schema_from_flow_code_cannot_hold_the_resume() -> None:
     input against it on RE2 (before: Python's ``re``, hours for 40 characters)."""
     import json
 
-    from stratoflow.pause import check_run_input
+    from stratoflow.control.run_input import check_run_input
 
     schema = json.dumps({"type": "object", "properties": {"s": {"type": "string", "pattern": "^(a+)+$"}}})
     with pytest.raises(ValueError, match=r"run_input\.s"):

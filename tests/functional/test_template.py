@@ -137,7 +137,7 @@ def _environment(template: dict[str, Any], function: dict[str, Any]) -> dict[str
 
 
 def test_function_environments_carry_the_settings_the_code_reads(template: dict[str, Any]) -> None:
-    from stratoflow.schedules.eventbridge import ROLE_ARN_ENV, TARGET_ARN_ENV
+    from stratoflow.storage.eventbridge import ROLE_ARN_ENV, TARGET_ARN_ENV
 
     known = {f"STRATOFLOW_{name.upper()}" for name in Settings.model_fields} | {TARGET_ARN_ENV, ROLE_ARN_ENV}
     code_vars = set(re.findall(r"STRATOFLOW_[A-Z_]+[A-Z]", "\n".join(
@@ -164,7 +164,7 @@ def test_function_environments_carry_the_settings_the_code_reads(template: dict[
 
 
 def test_executor_and_schedules_are_wired(template: dict[str, Any]) -> None:
-    from stratoflow.schedules.eventbridge import SCHEDULED_TIME, TICK_EXPRESSION, TICK_SCHEDULE_NAME
+    from stratoflow.storage.eventbridge import SCHEDULED_TIME, TICK_EXPRESSION, TICK_SCHEDULE_NAME
 
     resources = template["Resources"]
     executor = resources["ExecutorFunction"]["Properties"]

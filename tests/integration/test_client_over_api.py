@@ -15,9 +15,8 @@ from typing import Any
 import pytest
 
 from stratoflow import flow, get_client, get_run_logger, task
-from stratoflow.api.errors import Conflict, Unprocessable
 from stratoflow.client import StratoflowClient
-from stratoflow.exceptions import ObjectNotFound, TransitionRefused
+from stratoflow.exceptions import Conflict, ObjectNotFound, TransitionRefused, Unprocessable
 from stratoflow.orchestration import ResponseStatus
 from stratoflow.states import Completed, Pending, Running, Scheduled, StateType, now
 

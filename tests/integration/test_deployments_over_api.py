@@ -77,9 +77,9 @@ def test_deploy_trigger_and_complete_through_sqs_and_the_executor(over_api: Any,
     assert "greeting 3 words" in messages
 
     # The same deployment with a bad parameter is refused before anything runs.
-    from stratoflow.api.errors import ApiError
+    from stratoflow.exceptions import RequestRefused
 
-    with pytest.raises(ApiError) as refused:
+    with pytest.raises(RequestRefused) as refused:
         run_deployment(name, parameters={"words": "not a list", "marker": str(marker)}, timeout=0)
     assert refused.value.status_code == 422 and "parameters.words" in str(refused.value)
 

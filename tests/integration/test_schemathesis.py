@@ -42,8 +42,8 @@ from schemathesis.checks import positive_data_acceptance
 from schemathesis.core.failures import Failure
 from schemathesis.engine import Status, events, from_schema
 
-from stratoflow.api.schemas import FLOW_RUN_CURSOR_FORMAT, LOG_CURSOR_FORMAT
 from stratoflow.models import FlowRun, TaskRun
+from stratoflow.schemas import FLOW_RUN_CURSOR_FORMAT, LOG_CURSOR_FORMAT
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

@@ -14,7 +14,6 @@ from dateutil import rrule as dateutil_rrule
 from pydantic import ValidationError
 
 from stratoflow.api.errors import describe_validation_errors
-from stratoflow.api.schemas import DeploymentCreate
 from stratoflow.models import Deployment
 from stratoflow.schedules.models import CronSchedule, DeploymentSchedule, IntervalSchedule, RRuleSchedule
 from stratoflow.schedules.slots import (
@@ -25,6 +24,7 @@ from stratoflow.schedules.slots import (
     next_slots,
     rrule_problem,
 )
+from stratoflow.schemas import DeploymentCreate
 
 NOW = datetime(2026, 5, 1, 12, 0, 0, 500000, tzinfo=UTC)
 NEVER = "FREQ=SECONDLY;BYMONTH=2;BYMONTHDAY=30"  # no 30 February: dateutil spins to year 9999

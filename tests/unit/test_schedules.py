@@ -11,7 +11,6 @@ import pytest
 from pydantic import ValidationError
 
 from stratoflow.api.errors import describe_validation_errors
-from stratoflow.api.schemas import DeploymentCreate
 from stratoflow.schedules.models import CronSchedule, DeploymentSchedule, IntervalSchedule, RRuleSchedule
 from stratoflow.schedules.slots import next_slots, parse_slot_key, slot_key
 from stratoflow.schedules.translate import (
@@ -22,6 +21,7 @@ from stratoflow.schedules.translate import (
     to_eventbridge,
     translate,
 )
+from stratoflow.schemas import DeploymentCreate
 
 AFTER = datetime(2026, 1, 5, 0, 0, 30, tzinfo=UTC)  # a Monday
 

@@ -1,6 +1,6 @@
 """The patterns the API's OpenAPI schema states say what its validators decide.
 
-``stratoflow.api.schemas`` spells some rules twice: as the Python check that refuses a value (and
+``stratoflow.schemas`` spells some rules twice: as the Python check that refuses a value (and
 words the refusal) and as a ``pattern`` in the schema, for clients and for fuzzers such as
 schemathesis (tests/integration/test_schemathesis.py). Here every pattern is matched both as
 Python reads it and as JSON Schema does (``jsonschema_rs``: ECMA-262 regular expressions) against
@@ -17,15 +17,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stratoflow.api.schemas import (
+from stratoflow.deployments.packaging import EntrypointError, check_entrypoint, relative_path_problem
+from stratoflow.exceptions import InvalidNameError, raise_on_name_with_banned_characters
+from stratoflow.schemas import (
     ENTRYPOINT_PATTERN,
     LEVEL_NAME_PATTERN,
     OBJECT_NAME_PATTERN,
     RELATIVE_PATH_PATTERN,
     _level,
 )
-from stratoflow.deployments.packaging import EntrypointError, check_entrypoint, relative_path_problem
-from stratoflow.exceptions import InvalidNameError, raise_on_name_with_banned_characters
 
 
 def _entrypoint_ok(value: str) -> bool:

@@ -1,8 +1,8 @@
 """The control-plane API: one Powertools ``APIGatewayHttpResolver`` behind an HTTP API (payload 2.0).
 
 Routes parse (Powertools validates bodies, paths and queries from the pydantic models in
-``stratoflow.api.schemas`` and generates the OpenAPI schema from them), call the package
-(``stratoflow.api.operations`` over the ``Store``) and return. Every error body is
+``stratoflow.schemas`` and generates the OpenAPI schema from them), call the package
+(``stratoflow.control`` over the ``Store``) and return. Every error body is
 ``{"error": "<one line>", ...}``:
 
 =====  =====================================================================================
@@ -72,7 +72,7 @@ def _precheck(event: Any) -> dict[str, Any] | None:
     import binascii
 
     from stratoflow.api.errors import error_body
-    from stratoflow.api.schemas import MAX_BODY_BYTES
+    from stratoflow.schemas import MAX_BODY_BYTES
 
     body = event.get("body") if isinstance(event, dict) else None
     if not body:
@@ -155,16 +155,17 @@ def build_app() -> "APIGatewayHttpResolver":
     from pydantic import TypeAdapter, ValidationError
 
     from stratoflow import __version__
-    from stratoflow.api import operations as ops
     from stratoflow.api.errors import (
-        ApiError,
-        BadRequest,
-        Unprocessable,
         describe_validation_errors,
         error_body,
         json_type_errors,
     )
-    from stratoflow.api.schemas import (
+    from stratoflow.control import flow_runs, task_runs
+    from stratoflow.control import logs as run_logs
+    from stratoflow.exceptions import BadRequest, ObjectNotFound, RequestRefused, TransitionRefused, Unprocessable
+    from stratoflow.models import FlowRun, TaskRun
+    from stratoflow.orchestration import RunKind
+    from stratoflow.schemas import (
         FLOW_RUN_CURSOR_FORMAT,
         MAX_LOGS_PER_REQUEST,
         ErrorOut,
@@ -179,9 +180,6 @@ def build_app() -> "APIGatewayHttpResolver":
         SetStateIn,
         SetStateOut,
     )
-    from stratoflow.exceptions import ObjectNotFound, TransitionRefused
-    from stratoflow.models import FlowRun, TaskRun
-    from stratoflow.orchestration import RunKind
     from stratoflow.settings import get_settings
     from stratoflow.states import State, StateType
     from stratoflow.storage import get_store
@@ -292,8 +290,8 @@ def build_app() -> "APIGatewayHttpResolver":
     def error(status: int, body: dict[str, Any]) -> Response[Any]:
         return Response(status_code=status, content_type=JSON, body=body)
 
-    @app.exception_handler(ApiError)
-    def on_api_error(exc: ApiError) -> Response[Any]:
+    @app.exception_handler(RequestRefused)
+    def on_refused_request(exc: RequestRefused) -> Response[Any]:
         return error(exc.status_code, exc.body())
 
     @app.exception_handler(ObjectNotFound)
@@ -372,7 +370,7 @@ def build_app() -> "APIGatewayHttpResolver":
                          200: {"description": "an earlier create with the same idempotency key made this run",
                                "content": {JSON: {"model": FlowRun}}}})
     def create_flow_run(body: FlowRunCreate) -> Response[FlowRun]:
-        run, created = ops.create_flow_run(get_store(), get_settings(), body)
+        run, created = flow_runs.create_flow_run(get_store(), get_settings(), body)
         if created:
             count("FlowRunsCreated")
         return Response(status_code=201 if created else 200, content_type=JSON, body=run)
@@ -380,7 +378,7 @@ def build_app() -> "APIGatewayHttpResolver":
     @app.get("/flow_runs/<flow_run_id>", tags=["flow runs"], summary="Read a flow run",
              responses=responses(200, FlowRun, "the flow run", 404))
     def read_flow_run(flow_run_id: FlowRunId) -> FlowRun:
-        return ops.read_flow_run(get_store(), flow_run_id)
+        return flow_runs.read_flow_run(get_store(), flow_run_id)
 
     @app.post("/flow_runs/filter", tags=["flow runs"],
               summary="Flow runs, newest first; the next page's cursor is in the x-next-cursor header",
@@ -407,7 +405,7 @@ def build_app() -> "APIGatewayHttpResolver":
     @app.get("/flow_runs/<flow_run_id>/states", tags=["flow runs"], summary="State history, oldest first",
              responses=responses(200, list[State], "the states", 404))
     def read_flow_run_states(flow_run_id: FlowRunId) -> list[State]:
-        return ops.read_flow_run(get_store(), flow_run_id).state_history
+        return flow_runs.read_flow_run(get_store(), flow_run_id).state_history
 
     @app.post("/flow_runs/<flow_run_id>/set_state", tags=["flow runs"],
               summary="Propose a state; the orchestration rules decide",
@@ -415,7 +413,7 @@ def build_app() -> "APIGatewayHttpResolver":
               responses=responses(200, SetStateOut, "ACCEPT, REJECT (with the state adopted) or WAIT",
                                   400, 403, 404, 409, 413, 415))
     def set_flow_run_state(flow_run_id: FlowRunId, body: SetStateIn) -> SetStateOut:
-        result = ops.set_state(get_store(), RunKind.FLOW, flow_run_id, body)
+        result = flow_runs.set_state(get_store(), RunKind.FLOW, flow_run_id, body)
         return SetStateOut.from_result(result)
 
     # A route of its own, not a body flag: IAM grants execute-api:Invoke per path, so skipping the
@@ -425,20 +423,20 @@ def build_app() -> "APIGatewayHttpResolver":
               description="Granted separately from .../set_state (docs/api.md). The state is accepted as is.",
               responses=responses(200, SetStateOut, "ACCEPT", 400, 404, 413, 415))
     def force_flow_run_state(flow_run_id: FlowRunId, body: SetStateForceIn) -> SetStateOut:
-        result = ops.set_state(get_store(), RunKind.FLOW, flow_run_id, body, force=True)
+        result = flow_runs.set_state(get_store(), RunKind.FLOW, flow_run_id, body, force=True)
         count("StatesForced")
         return SetStateOut.from_result(result)
 
     @app.get("/flow_runs/<flow_run_id>/task_runs", tags=["task runs"], summary="Task runs of a flow run",
              responses=responses(200, list[TaskRun], "task runs in start order", 404))
     def read_task_runs(flow_run_id: FlowRunId) -> list[TaskRun]:
-        return ops.read_task_runs(get_store(), flow_run_id)
+        return task_runs.read_task_runs(get_store(), flow_run_id)
 
     # -- task runs ------------------------------------------------------------------------------
     @app.get("/task_runs/<task_run_id>", tags=["task runs"], summary="Read a task run",
              responses=responses(200, TaskRun, "the task run", 404))
     def read_task_run(task_run_id: TaskRunId) -> TaskRun:
-        return ops.read_task_run(get_store(), task_run_id)
+        return task_runs.read_task_run(get_store(), task_run_id)
 
     @app.post("/task_runs/<task_run_id>/set_state", tags=["task runs"],
               summary="Propose a state; the orchestration rules decide",
@@ -446,7 +444,7 @@ def build_app() -> "APIGatewayHttpResolver":
               responses=responses(200, SetStateOut, "ACCEPT, REJECT (with the state adopted) or WAIT",
                                   400, 403, 404, 409, 413, 415))
     def set_task_run_state(task_run_id: TaskRunId, body: SetStateIn) -> SetStateOut:
-        result = ops.set_state(get_store(), RunKind.TASK, task_run_id, body)
+        result = flow_runs.set_state(get_store(), RunKind.TASK, task_run_id, body)
         return SetStateOut.from_result(result)
 
     @app.post("/task_runs/<task_run_id>/set_state/force", tags=["task runs"],
@@ -454,7 +452,7 @@ def build_app() -> "APIGatewayHttpResolver":
               description="Granted separately from .../set_state (docs/api.md). The state is accepted as is.",
               responses=responses(200, SetStateOut, "ACCEPT", 400, 404, 413, 415))
     def force_task_run_state(task_run_id: TaskRunId, body: SetStateForceIn) -> SetStateOut:
-        result = ops.set_state(get_store(), RunKind.TASK, task_run_id, body, force=True)
+        result = flow_runs.set_state(get_store(), RunKind.TASK, task_run_id, body, force=True)
         count("StatesForced")
         return SetStateOut.from_result(result)
 
@@ -465,7 +463,7 @@ def build_app() -> "APIGatewayHttpResolver":
                           "idempotent: sending the batch again stores no copies.",
               responses=responses(201, LogsWritten, "written", 400, 404, 413, 415))
     def write_logs(body: Annotated[list[LogIn], Body(max_length=MAX_LOGS_PER_REQUEST)]) -> Response[LogsWritten]:
-        written = ops.write_logs(get_store(), body)
+        written = run_logs.write_logs(get_store(), body)
         count("LogLinesWritten", written)
         return Response(status_code=201, content_type=JSON, body=LogsWritten(written=written))
 
@@ -478,8 +476,8 @@ def build_app() -> "APIGatewayHttpResolver":
         min_level: Annotated[int, Query(ge=0, le=100, description="only logs at this level or above")] = 0,
         task_run_id: Annotated[str | None, Query(description="only logs of this task run", max_length=256)] = None,
     ) -> LogPageOut:
-        logs, next_cursor = ops.read_logs(get_store(), flow_run_id, cursor=cursor, limit=limit, min_level=min_level,
-                                          task_run_id=task_run_id or None)
+        logs, next_cursor = run_logs.read_logs(get_store(), flow_run_id, cursor=cursor, limit=limit,
+                                               min_level=min_level, task_run_id=task_run_id or None)
         return LogPageOut(logs=logs, next_cursor=next_cursor)
 
     _register_object_routes(app, responses, count)
@@ -495,9 +493,11 @@ def _register_object_routes(app: Any, responses: Any, count: Any) -> None:
     from aws_lambda_powertools.event_handler import Response, content_types
     from aws_lambda_powertools.event_handler.openapi.params import Body, Path, Query
 
-    from stratoflow.api import operations as ops
     from stratoflow.api.errors import error_body
-    from stratoflow.api.schemas import (
+    from stratoflow.control import concurrency_limits, deployments, flow_runs, task_runs, work_pools
+    from stratoflow.exceptions import ObjectAlreadyExists
+    from stratoflow.models import ConcurrencyLimit, Deployment, Flow, FlowRun, TaskRun, WorkPool, WorkQueue
+    from stratoflow.schemas import (
         ConcurrencyLimitCreate,
         Deleted,
         DeploymentCreate,
@@ -510,8 +510,6 @@ def _register_object_routes(app: Any, responses: Any, count: Any) -> None:
         WorkPoolCreate,
         WorkQueueCreate,
     )
-    from stratoflow.exceptions import ObjectAlreadyExists
-    from stratoflow.models import ConcurrencyLimit, Deployment, Flow, FlowRun, TaskRun, WorkPool, WorkQueue
     from stratoflow.settings import get_settings
     from stratoflow.storage import get_store
     from stratoflow.storage.base import ObjectVersionConflict
@@ -537,7 +535,7 @@ def _register_object_routes(app: Any, responses: Any, count: Any) -> None:
     @app.get("/flows", tags=["flows"], summary="Flows, by name",
              responses=responses(200, list[Flow], "flows"))
     def list_flows(limit: Annotated[int, Query(ge=1, le=1000)] = 200) -> list[Flow]:
-        return ops.list_flows(get_store(), limit)
+        return flow_runs.list_flows(get_store(), limit)
 
     @app.get("/flows/<name>", tags=["flows"], summary="Read a flow by name",
              responses=responses(200, Flow, "the flow", 404))
@@ -551,7 +549,7 @@ def _register_object_routes(app: Any, responses: Any, count: Any) -> None:
                           "Cancelling is returned as is.",
               responses=responses(200, FlowRun, "the run afterwards", 404, 409))
     def cancel_flow_run(flow_run_id: FlowRunId) -> FlowRun:
-        run = ops.cancel_flow_run(get_store(), flow_run_id)
+        run = flow_runs.cancel_flow_run(get_store(), flow_run_id)
         count("FlowRunsCancelled")
         return run
 
@@ -561,13 +559,13 @@ def _register_object_routes(app: Any, responses: Any, count: Any) -> None:
                           "run is not paused or its pause timed out; 422 naming the field of a bad run_input.",
               responses=responses(200, FlowRun, "resumed", 400, 404, 409, 413, 415))
     def resume_flow_run(flow_run_id: FlowRunId, body: ResumeIn) -> FlowRun:
-        return ops.resume_flow_run(get_store(), flow_run_id, body.run_input)
+        return flow_runs.resume_flow_run(get_store(), flow_run_id, body.run_input)
 
     @app.post("/flow_runs/<flow_run_id>/retry", tags=["flow runs"],
               summary="Retry a finished run: it goes back to Scheduled (AwaitingRetry) for now",
               responses=responses(200, FlowRun, "the run afterwards", 404, 409))
     def retry_flow_run(flow_run_id: FlowRunId) -> FlowRun:
-        return ops.retry_flow_run(get_store(), flow_run_id)
+        return flow_runs.retry_flow_run(get_store(), flow_run_id)
 
     @app.delete("/flow_runs/<flow_run_id>", tags=["flow runs"],
                 summary="Delete a flow run with its task runs and idempotency marker",
@@ -575,7 +573,7 @@ def _register_object_routes(app: Any, responses: Any, count: Any) -> None:
     def delete_flow_run(flow_run_id: FlowRunId) -> Deleted:
         from stratoflow.api.engine_routes import forget_flow_run
 
-        ops.delete_flow_run(get_store(), flow_run_id)
+        flow_runs.delete_flow_run(get_store(), flow_run_id)
         forget_flow_run(flow_run_id)
         return Deleted(deleted=flow_run_id)
 
@@ -583,7 +581,7 @@ def _register_object_routes(app: Any, responses: Any, count: Any) -> None:
     @app.post("/task_runs/filter", tags=["task runs"], summary="Task runs of a flow run, by state type",
               responses=responses(200, list[TaskRun], "task runs in start order", 400, 404, 413, 415))
     def filter_task_runs(body: TaskRunFilter) -> list[TaskRun]:
-        return ops.filter_task_runs(get_store(), body)
+        return task_runs.filter_task_runs(get_store(), body)
 
     # -- deployments -------------------------------------------------------------------------------
     @app.post("/deployments", tags=["deployments"], status_code=201,
@@ -592,28 +590,28 @@ def _register_object_routes(app: Any, responses: Any, count: Any) -> None:
               responses={**responses(201, Deployment, "created", 400, 404, 409, 413, 415),
                          200: {"description": "updated", "content": {JSON: {"model": Deployment}}}})
     def upsert_deployment(body: DeploymentCreate) -> Response[Deployment]:
-        deployment, created = ops.upsert_deployment(get_store(), body)
+        deployment, created = deployments.upsert_deployment(get_store(), body)
         return Response(status_code=201 if created else 200, content_type=JSON, body=deployment)
 
     @app.post("/deployments/filter", tags=["deployments"], summary="Deployments, by flow name and name",
               responses=responses(200, list[Deployment], "matching deployments", 400, 413, 415))
     def filter_deployments(body: Annotated[DeploymentFilter | None, Body()] = None) -> list[Deployment]:
-        return ops.filter_deployments(get_store(), body or DeploymentFilter())
+        return deployments.filter_deployments(get_store(), body or DeploymentFilter())
 
     @app.get("/deployments/<deployment_id>", tags=["deployments"], summary="Read a deployment",
              responses=responses(200, Deployment, "the deployment", 404))
     def read_deployment(deployment_id: DeploymentId) -> Deployment:
-        return ops.read_deployment(get_store(), deployment_id)
+        return deployments.read_deployment(get_store(), deployment_id)
 
     @app.post("/deployments/<deployment_id>/pause", tags=["deployments"],
               summary="Pause: no new runs are created from it", responses=responses(200, Deployment, "paused", 404))
     def pause_deployment(deployment_id: DeploymentId) -> Deployment:
-        return ops.set_deployment_paused(get_store(), deployment_id, True)
+        return deployments.set_deployment_paused(get_store(), deployment_id, True)
 
     @app.post("/deployments/<deployment_id>/resume", tags=["deployments"], summary="Resume a paused deployment",
               responses=responses(200, Deployment, "resumed", 404))
     def resume_deployment(deployment_id: DeploymentId) -> Deployment:
-        return ops.set_deployment_paused(get_store(), deployment_id, False)
+        return deployments.set_deployment_paused(get_store(), deployment_id, False)
 
     @app.post("/deployments/<deployment_id>/create_flow_run", tags=["deployments"], status_code=201,
               summary="Create a run of the deployment",
@@ -624,7 +622,7 @@ def _register_object_routes(app: Any, responses: Any, count: Any) -> None:
                                "content": {JSON: {"model": FlowRun}}}})
     def create_deployment_flow_run(deployment_id: DeploymentId,
                                    body: Annotated[DeploymentRunCreate | None, Body()] = None) -> Response[FlowRun]:
-        run, created = ops.create_deployment_flow_run(get_store(), get_settings(), deployment_id,
+        run, created = flow_runs.create_deployment_flow_run(get_store(), get_settings(), deployment_id,
                                                       body or DeploymentRunCreate())
         if created:
             count("FlowRunsCreated")
@@ -635,41 +633,41 @@ def _register_object_routes(app: Any, responses: Any, count: Any) -> None:
               description="409 when the name is taken. The pool gets a `default` queue." + with_sqs,
               responses=responses(201, WorkPool, "created", 400, 409, 413, 415))
     def create_work_pool(body: WorkPoolCreate) -> Response[WorkPool]:
-        pool = ops.create_work_pool(get_store(), body)
+        pool = work_pools.create_work_pool(get_store(), body)
         return Response(status_code=201, content_type=JSON, body=pool)
 
     @app.get("/work_pools", tags=["work pools"], summary="Work pools, by name",
              responses=responses(200, list[WorkPool], "work pools"))
     def list_work_pools() -> list[WorkPool]:
-        return ops.list_work_pools(get_store())
+        return work_pools.list_work_pools(get_store())
 
     @app.get("/work_pools/<name>", tags=["work pools"], summary="Read a work pool",
              responses=responses(200, WorkPool, "the work pool", 404))
     def read_work_pool(name: PoolName) -> WorkPool:
-        return ops.read_work_pool(get_store(), name)
+        return work_pools.read_work_pool(get_store(), name)
 
     @app.post("/work_pools/<name>/pause", tags=["work pools"], summary="Pause a work pool",
               responses=responses(200, WorkPool, "paused", 404))
     def pause_work_pool(name: PoolName) -> WorkPool:
-        return ops.set_work_pool_paused(get_store(), name, True)
+        return work_pools.set_work_pool_paused(get_store(), name, True)
 
     @app.post("/work_pools/<name>/resume", tags=["work pools"], summary="Resume a work pool",
               responses=responses(200, WorkPool, "resumed", 404))
     def resume_work_pool(name: PoolName) -> WorkPool:
-        return ops.set_work_pool_paused(get_store(), name, False)
+        return work_pools.set_work_pool_paused(get_store(), name, False)
 
     @app.post("/work_pools/<name>/queues", tags=["work pools"], status_code=201,
               summary="Create a queue in a work pool",
               description="409 when the pool already has a queue of that name." + with_sqs,
               responses=responses(201, WorkQueue, "created", 400, 404, 409, 413, 415))
     def create_work_queue(name: PoolName, body: WorkQueueCreate) -> Response[WorkQueue]:
-        queue = ops.create_work_queue(get_store(), name, body)
+        queue = work_pools.create_work_queue(get_store(), name, body)
         return Response(status_code=201, content_type=JSON, body=queue)
 
     @app.get("/work_pools/<name>/queues", tags=["work pools"], summary="Queues of a work pool, by priority",
              responses=responses(200, list[WorkQueue], "queues", 404))
     def list_work_queues(name: PoolName) -> list[WorkQueue]:
-        return ops.list_work_queues(get_store(), name)
+        return work_pools.list_work_queues(get_store(), name)
 
     QueueName = Annotated[str, Path(description="work queue name", min_length=1, max_length=64)]
 
@@ -677,18 +675,18 @@ def _register_object_routes(app: Any, responses: Any, count: Any) -> None:
               description="Its messages wait in SQS until it is resumed.",
               responses=responses(200, WorkQueue, "paused", 404))
     def pause_work_queue(name: PoolName, queue: QueueName) -> WorkQueue:
-        return ops.set_work_queue_paused(get_store(), name, queue, True)
+        return work_pools.set_work_queue_paused(get_store(), name, queue, True)
 
     @app.post("/work_pools/<name>/queues/<queue>/resume", tags=["work pools"], summary="Resume a work queue",
               responses=responses(200, WorkQueue, "resumed", 404))
     def resume_work_queue(name: PoolName, queue: QueueName) -> WorkQueue:
-        return ops.set_work_queue_paused(get_store(), name, queue, False)
+        return work_pools.set_work_queue_paused(get_store(), name, queue, False)
 
     @app.get("/work_pools/<name>/status", tags=["work pools"],
              summary="A pool with the depth of each queue (SQS's approximate counts) and its dead letters",
              responses=responses(200, dict[str, Any], "status", 404))
     def work_pool_status(name: PoolName) -> dict[str, Any]:
-        return ops.work_pool_status(get_store(), name)
+        return work_pools.work_pool_status(get_store(), name)
 
     # -- concurrency limits ------------------------------------------------------------------------
     @app.post("/concurrency_limits", tags=["concurrency limits"], status_code=201,
@@ -696,7 +694,7 @@ def _register_object_routes(app: Any, responses: Any, count: Any) -> None:
               responses={**responses(201, ConcurrencyLimit, "created", 400, 409, 413, 415),
                          200: {"description": "updated", "content": {JSON: {"model": ConcurrencyLimit}}}})
     def upsert_concurrency_limit(body: ConcurrencyLimitCreate) -> Response[ConcurrencyLimit]:
-        limit, created = ops.upsert_concurrency_limit(get_store(), body)
+        limit, created = concurrency_limits.upsert_concurrency_limit(get_store(), body)
         return Response(status_code=201 if created else 200, content_type=JSON, body=limit)
 
     @app.post("/concurrency_limits/increment", tags=["concurrency limits"],
@@ -718,15 +716,15 @@ def _register_object_routes(app: Any, responses: Any, count: Any) -> None:
     @app.get("/concurrency_limits", tags=["concurrency limits"], summary="Concurrency limits, by tag",
              responses=responses(200, list[ConcurrencyLimit], "limits"))
     def list_concurrency_limits() -> list[ConcurrencyLimit]:
-        return ops.list_concurrency_limits(get_store())
+        return concurrency_limits.list_concurrency_limits(get_store())
 
     @app.get("/concurrency_limits/<tag>", tags=["concurrency limits"], summary="Read the limit of a tag",
              responses=responses(200, ConcurrencyLimit, "the limit", 404))
     def read_concurrency_limit(tag: Tag) -> ConcurrencyLimit:
-        return ops.read_concurrency_limit(get_store(), tag)
+        return concurrency_limits.read_concurrency_limit(get_store(), tag)
 
     @app.delete("/concurrency_limits/<tag>", tags=["concurrency limits"], summary="Delete the limit of a tag",
                 responses=responses(200, Deleted, "deleted", 404))
     def delete_concurrency_limit(tag: Tag) -> Deleted:
-        ops.delete_concurrency_limit(get_store(), tag)
+        concurrency_limits.delete_concurrency_limit(get_store(), tag)
         return Deleted(deleted=tag)

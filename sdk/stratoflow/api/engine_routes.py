@@ -23,9 +23,11 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
-from stratoflow.api.schemas import ObjectName
+from stratoflow.control import transitions
+from stratoflow.exceptions import Conflict, NotFound, Unprocessable
 from stratoflow.models import CacheEntry, Flow, FlowRun, TaskRun
 from stratoflow.orchestration import RunKind
+from stratoflow.schemas import ObjectName
 from stratoflow.states import State, StateType
 
 if TYPE_CHECKING:
@@ -102,7 +104,6 @@ def _model(kind: RunKind) -> "type[FlowRun] | type[TaskRun]":
 
 
 def _parse_kind(kind: str) -> RunKind:
-    from stratoflow.api.errors import Unprocessable
 
     try:
         return RunKind(kind)
@@ -114,7 +115,7 @@ def _parse_run(kind: RunKind, data: dict[str, Any], where: str) -> FlowRun | Tas
     """The run in ``data``, validated with JSON's types (strict, as every body: "3" is no integer)."""
     from pydantic import ValidationError
 
-    from stratoflow.api.errors import Unprocessable, describe_validation_errors, json_type_errors
+    from stratoflow.api.errors import describe_validation_errors, json_type_errors
 
     model = _model(kind)
     try:
@@ -139,7 +140,6 @@ def check_refs(states: Sequence[State], where: str, run: FlowRun | TaskRun | Non
     """Refuse (422, naming the field) any result reference a runner of this stack did not write,
     and a parameters reference outside the stack's bucket: what a client sends is never trusted
     to be deserialised later (see ``stratoflow.results``)."""
-    from stratoflow.api.errors import Unprocessable
     from stratoflow.results import ResultIntegrityError, check_ref, check_uri
     from stratoflow.settings import get_settings
     from stratoflow.storage.keys import local_signer
@@ -158,40 +158,6 @@ def check_refs(states: Sequence[State], where: str, run: FlowRun | TaskRun | Non
                       where=f"{run_where}.parameters_ref")
     except ResultIntegrityError as exc:
         raise Unprocessable(str(exc)) from None
-
-
-def replay(kind: RunKind, run: FlowRun | TaskRun, states: Sequence[State]) -> FlowRun | TaskRun:
-    """``run`` moved through ``states``, each accepted by the policy as it stands; raises
-    ``TransitionRefused`` (409) for the first one the policy would not have produced."""
-    from dataclasses import replace
-
-    from stratoflow.exceptions import TransitionRefused
-    from stratoflow.orchestration import (
-        OrchestrationContext,
-        ResponseStatus,
-        apply_transition,
-        orchestrate,
-    )
-    from stratoflow.services import policy_for
-    from stratoflow.states import now
-
-    policy = policy_for(kind)
-    for state in states:
-        proposed = state.model_copy(deep=True)
-        # Judged now: the engine proposes a retry's Running only once its scheduled time has
-        # come (it may reuse a proposal made earlier, so the state's own timestamp can be older).
-        at = now()
-        # Cache lookups are the engine's decision (the entry may have expired since); the
-        # parent flow's state is checked by the engine when the task starts.
-        ctx = OrchestrationContext(kind=kind, run=run, proposed_state=proposed, now=at)
-        result = orchestrate(ctx, policy)
-        if result.status != ResponseStatus.ACCEPT:
-            wanted = "ABORT" if result.status == ResponseStatus.ABORT else f"{result.status.value} (not ACCEPT)"
-            reason = result.reason or "refused"
-            raise TransitionRefused(replace(result, status=ResponseStatus.ABORT, rule=result.rule or "policy",
-                                            reason=f"{state.type.value} was refused: {wanted}: {reason}"))
-        run = apply_transition(run, state)
-    return run
 
 
 # Flow runs this environment has seen exist: a flow's many task runs are checked once (a Lambda
@@ -225,9 +191,9 @@ def register(app: "APIGatewayHttpResolver") -> None:
     from aws_lambda_powertools.event_handler import Response, content_types
     from aws_lambda_powertools.event_handler.openapi.params import Body, Path
 
-    from stratoflow.api.errors import Conflict, NotFound, Unprocessable, error_body
-    from stratoflow.api.schemas import ErrorOut
+    from stratoflow.api.errors import error_body
     from stratoflow.exceptions import StaleRunError
+    from stratoflow.schemas import ErrorOut
     from stratoflow.storage import get_store
 
     JSON = content_types.APPLICATION_JSON
@@ -273,14 +239,14 @@ def register(app: "APIGatewayHttpResolver") -> None:
             store.read_run(RunKind.FLOW, run.flow_run_id)  # 404 for an unknown flow run
             _remember_flow_run(run.flow_run_id)
         empty = run.model_copy(update={**_RESET, "version": 0})
-        replayed = replay(run_kind, empty, run.state_history).model_copy(update={"updated": run.updated})
+        replayed = transitions.replay(run_kind, empty, run.state_history).model_copy(update={"updated": run.updated})
         created: FlowRun | TaskRun
         try:
             # The store's create is conditional on the id being new.
             if isinstance(replayed, TaskRun) and replayed.state is not None and replayed.state.is_final():
-                created = store.create_final_task_run(replayed)
+                created = transitions.create_final_task(store, replayed)
             else:
-                created = store.create_run(run_kind, replayed)
+                created = transitions.create(store, run_kind, replayed)
         except Exception as exc:
             if getattr(exc, "cause_response_code", None) != "ConditionalCheckFailedException":
                 raise
@@ -308,14 +274,14 @@ def register(app: "APIGatewayHttpResolver") -> None:
         if not _same_states(proposed_run.state_history, [*stored.state_history, *body.new_states]):
             raise Unprocessable("body.run.state_history: must be the stored history followed by new_states")
         check_refs(body.new_states, "body.new_states", proposed_run, "body.run")
-        replayed = replay(run_kind, stored, body.new_states)
+        replayed = transitions.replay(run_kind, stored, body.new_states)
         # Bookkeeping comes from the replay; the other fields are the engine's record.
         final = proposed_run.model_copy(update={
             **{k: getattr(replayed, k) for k in (*_RESET, "expected_start_time")},
             "updated": proposed_run.updated})
         try:
-            committed = store.commit_run(run_kind, final, body.new_states, body.expected_version,
-                                         body.allowed_from)
+            committed = transitions.commit(store, run_kind, final, body.new_states, body.expected_version,
+                                           body.allowed_from)
         except StaleRunError as exc:
             return stale(exc)
         return Response(status_code=200, content_type=JSON, body=committed.model_dump(mode="json"))

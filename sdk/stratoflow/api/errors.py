@@ -1,52 +1,12 @@
-"""Errors the API answers with, and the one body shape they share: ``{"error": "<one line>", ...}``."""
+"""The one body shape of the API's errors, ``{"error": "<one line>", ...}``, and the one-line
+description of a validation failure. The error classes are domain errors (``stratoflow.exceptions``:
+``RequestRefused`` and its subclasses), raised by the service layer and mapped to their status by
+``stratoflow.api.app``."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
-
-from stratoflow.exceptions import StratoflowError
-
-
-class ApiError(StratoflowError):
-    """An error with an HTTP status; ``extra`` goes into the body beside ``error``. A
-    ``StratoflowError``, so the client and the CLI (which call the same operations) report it too."""
-
-    status_code = 400
-
-    def __init__(self, message: str, *, status_code: int | None = None, **extra: Any) -> None:
-        super().__init__(message)
-        self.message = message
-        if status_code is not None:
-            self.status_code = status_code
-        self.extra = extra
-
-    def body(self) -> dict[str, Any]:
-        return error_body(self.message, **self.extra)
-
-
-class BadRequest(ApiError):
-    status_code = 400
-
-
-class NotFound(ApiError):
-    status_code = 404
-
-
-class Conflict(ApiError):
-    status_code = 409
-
-
-class PayloadTooLarge(ApiError):
-    status_code = 413
-
-
-class UnsupportedMediaType(ApiError):
-    status_code = 415
-
-
-class Unprocessable(ApiError):
-    status_code = 422
 
 
 def error_body(message: str, **extra: Any) -> dict[str, Any]:

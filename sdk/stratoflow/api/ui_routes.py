@@ -55,7 +55,7 @@ def _run_summary(run: "FlowRun") -> dict[str, Any]:
 
 def dashboard(store: "Store", *, hours: int, now: datetime) -> dict[str, Any]:
     """Everything the dashboard shows, from at most ``DASHBOARD_MAX_RUNS`` runs plus a few reads."""
-    from stratoflow.api import operations as ops
+    from stratoflow.control import deployments, work_pools
     from stratoflow.exceptions import ObjectNotFound
     from stratoflow.states import FAILURE_STATES, StateType
     from stratoflow.storage.base import FlowRunQuery
@@ -80,7 +80,7 @@ def dashboard(store: "Store", *, hours: int, now: datetime) -> dict[str, Any]:
         for i in range(math.ceil(hours * 3600 / bucket_seconds))]
     by_type: Counter[str] = Counter()
     by_name: Counter[str] = Counter()
-    deployments: dict[str, dict[str, Any]] = defaultdict(lambda: {"runs": 0, "failed": 0, "last_failure": None})
+    by_deployment: dict[str, dict[str, Any]] = defaultdict(lambda: {"runs": 0, "failed": 0, "last_failure": None})
     for run in runs:
         state_type = run.state.type.value if run.state else "UNKNOWN"
         by_type[state_type] += 1
@@ -89,7 +89,7 @@ def dashboard(store: "Store", *, hours: int, now: datetime) -> dict[str, Any]:
         if 0 <= index < len(buckets):
             buckets[index]["counts"][state_type] += 1
         if run.deployment_id:
-            entry = deployments[run.deployment_id]
+            entry = by_deployment[run.deployment_id]
             entry["runs"] += 1
             if run.state is not None and run.state.type in FAILURE_STATES:
                 entry["failed"] += 1
@@ -97,12 +97,12 @@ def dashboard(store: "Store", *, hours: int, now: datetime) -> dict[str, Any]:
                 if entry["last_failure"] is None or when > entry["last_failure"]:
                     entry["last_failure"] = when
 
-    failing = sorted(((dep_id, e) for dep_id, e in deployments.items() if e["failed"]),
+    failing = sorted(((dep_id, e) for dep_id, e in by_deployment.items() if e["failed"]),
                      key=lambda item: (-item[1]["failed"], item[0]))[:20]
     failing_out = []
     for dep_id, entry in failing:
         try:
-            dep = ops.read_deployment(store, dep_id)
+            dep = deployments.read_deployment(store, dep_id)
             name, flow_name, paused = dep.name, dep.flow_name, dep.paused
         except ObjectNotFound:
             name, flow_name, paused = None, None, None
@@ -113,7 +113,7 @@ def dashboard(store: "Store", *, hours: int, now: datetime) -> dict[str, Any]:
     late, _ = store.page_flow_runs(FlowRunQuery(state_types=(StateType.SCHEDULED,),
                                                 scheduled_before=now - LATE_AFTER, limit=DASHBOARD_LATE_LIMIT))
     pools = []
-    for pool in ops.list_work_pools(store)[:100]:
+    for pool in work_pools.list_work_pools(store)[:100]:
         pools.append({"name": pool.name, "type": pool.type.value, "paused": pool.paused,
                       "concurrency_limit": pool.concurrency_limit, "description": pool.description})
     return {
@@ -136,9 +136,9 @@ def _task_summary(run: "TaskRun") -> dict[str, Any]:
 
 
 def timeline(store: "Store", flow_run_id: str) -> dict[str, Any]:
-    from stratoflow.api import operations as ops
+    from stratoflow.control import task_runs
 
-    runs = ops.read_task_runs(store, flow_run_id)
+    runs = task_runs.read_task_runs(store, flow_run_id)
     return {"flow_run_id": flow_run_id, "total": len(runs), "truncated": len(runs) > TIMELINE_MAX_TASK_RUNS,
             "task_runs": [_task_summary(r) for r in runs[:TIMELINE_MAX_TASK_RUNS]]}
 
@@ -151,7 +151,7 @@ def register_ui_routes(app: Any) -> None:
     from aws_lambda_powertools.event_handler.openapi.params import Path, Query
 
     from stratoflow.api.errors import error_body
-    from stratoflow.api.schemas import ErrorOut
+    from stratoflow.schemas import ErrorOut
     from stratoflow.states import now
     from stratoflow.storage import get_store
     from stratoflow.ui import CACHE_CONTROL, etag_matches, load_asset

@@ -45,15 +45,15 @@ def failed_ids(result: InvocationResult, messages: Sequence[ReceivedMessage]) ->
 
 def lambda_pool_targets(store_factory: Callable[[], Any], queues: SqsQueues) -> list[QueueTarget]:
     """Queues of unpaused `lambda` pools, unpaused, with their priorities."""
-    from stratoflow.api import operations as ops
+    from stratoflow.control import work_pools
     from stratoflow.models import WorkPoolType
 
     store = store_factory()
     targets: list[QueueTarget] = []
-    for pool in ops.list_work_pools(store):
+    for pool in work_pools.list_work_pools(store):
         if pool.type != WorkPoolType.LAMBDA or pool.paused:
             continue
-        for queue in ops.list_work_queues(store, pool.name):
+        for queue in work_pools.list_work_queues(store, pool.name):
             if queue.paused or not queue.queue_url:
                 continue
             targets.append(QueueTarget(queue.queue_url, queues.arn_of(queue.queue_url), pool.name, queue.name,

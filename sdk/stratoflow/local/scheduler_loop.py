@@ -31,9 +31,9 @@ from typing import TYPE_CHECKING, Any
 from stratoflow.exceptions import ObjectAlreadyExists, ObjectNotFound, StratoflowError
 
 if TYPE_CHECKING:
-    from stratoflow.schedules.eventbridge import EventBridgeProvisioner, ProvisionedSchedule
     from stratoflow.settings import Settings
     from stratoflow.storage.base import Store
+    from stratoflow.storage.eventbridge import EventBridgeProvisioner, ProvisionedSchedule
 
 logger = logging.getLogger("stratoflow.scheduler_loop")
 
@@ -98,7 +98,7 @@ class SchedulerLoop:
     @property
     def provisioner(self) -> EventBridgeProvisioner:
         if self._provisioner is None:
-            from stratoflow.schedules.eventbridge import EventBridgeProvisioner
+            from stratoflow.storage.eventbridge import EventBridgeProvisioner
 
             self._provisioner = EventBridgeProvisioner(self.settings)
         return self._provisioner
@@ -195,7 +195,7 @@ class SchedulerLoop:
 
     def reconcile(self) -> int:
         """Provision every deployment's schedules (the embedded cloud forgets them between processes)."""
-        from stratoflow.schedules.service import reconcile
+        from stratoflow.control.schedules import reconcile
 
         return reconcile(self.store, self.settings, self.provisioner)
 

@@ -47,6 +47,10 @@ def _run_of(kind: RunKind, data: Any) -> FlowRun | TaskRun:
 
 
 class ApiStore(S3Blobs, Store):
+    """The store over the Stratoflow API: the server's transition gateway commits every write."""
+
+    remote = True
+
     def __init__(self, settings: Settings, transport: HttpTransport | None = None) -> None:
         if not settings.api_url:
             raise StratoflowError("ApiStore needs STRATOFLOW_API_URL")

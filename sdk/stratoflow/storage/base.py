@@ -11,7 +11,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from stratoflow.exceptions import StratoflowError
 from stratoflow.models import CacheEntry, Flow, FlowRun, Log, TaskRun
@@ -72,6 +72,10 @@ class ObjectVersionConflict(StratoflowError):
 
 
 class Store(ABC):
+    # True for a store that forwards every write to another process's API (whose transition
+    # gateway commits it and runs the after-commit listeners there, where the write happens).
+    remote: ClassVar[bool] = False
+
     # -- flows ------------------------------------------------------------------------------
     @abstractmethod
     def ensure_flow(self, flow: Flow) -> Flow:
@@ -107,16 +111,16 @@ class Store(ABC):
         """Remove the record; ``ObjectNotFound`` when there is none."""
         raise NotImplementedError
 
-    # -- concurrency slots of tags (see stratoflow/concurrency.py) ---------------------------------
+    # -- concurrency slots of tags (see stratoflow/storage/slots.py) ---------------------------------
     def acquire_tag_slots(self, tags: Sequence[str], holder: str) -> str | None:
         """Take a slot of every tag that has a limit, or none: returns the first full tag."""
-        from stratoflow import concurrency
+        from stratoflow.storage import slots as concurrency
 
         full = concurrency.acquire_all(self, [concurrency.tag_limit(t) for t in tags], holder)
         return full.key if full is not None else None
 
     def release_tag_slots(self, tags: Sequence[str], holder: str) -> None:
-        from stratoflow import concurrency
+        from stratoflow.storage import slots as concurrency
 
         concurrency.release_all(self, [concurrency.tag_limit(t) for t in tags], holder)
 

@@ -1,6 +1,6 @@
 """What schedules do to the run database: fire a slot, tick, react to a deployment change.
 
-Over the ``Store`` interface and ``stratoflow.api.operations``; no boto3 here (EventBridge is
+Over the ``Store`` interface and the other ``stratoflow.control`` modules; no boto3 here (EventBridge is
 reached through a ``ScheduleProvisioner``, see ``eventbridge.py``).
 
 * ``fire``: the run of one slot (what an EventBridge schedule's target does). Its idempotency
@@ -27,7 +27,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Literal, Protocol
 
-from stratoflow.exceptions import ObjectAlreadyExists, ObjectNotFound
+from stratoflow.control.flow_runs import create_deployment_flow_run
+from stratoflow.control.records import read_record
+from stratoflow.exceptions import Conflict, ObjectAlreadyExists, ObjectNotFound, Unprocessable
+from stratoflow.models import Deployment, FlowRun, ObjectKind
 from stratoflow.schedules.models import DeploymentSchedule
 from stratoflow.schedules.slots import (
     ScheduleNotComputable,
@@ -42,15 +45,12 @@ from stratoflow.schedules.translate import translate
 from stratoflow.states import StateType
 
 if TYPE_CHECKING:
-    from stratoflow.models import Deployment, FlowRun
     from stratoflow.settings import Settings
     from stratoflow.storage.base import Store
 
 logger = logging.getLogger("stratoflow.schedules")
 
 AUTO_SCHEDULED_TAG = "auto-scheduled"
-CURSOR_KIND = "schedule_cursor"
-DEPLOYMENT_KIND = "deployment"
 # A tick never goes further back than this: after an outage (or a missed resume) the slots
 # older than this are skipped rather than fired all at once.
 MAX_CATCHUP = timedelta(hours=1)
@@ -75,7 +75,7 @@ class ScheduleProvisioner(Protocol):
 
 
 def default_provisioner(settings: Settings) -> ScheduleProvisioner:
-    from stratoflow.schedules.eventbridge import EventBridgeProvisioner
+    from stratoflow.storage.eventbridge import EventBridgeProvisioner
 
     return EventBridgeProvisioner(settings)
 
@@ -106,19 +106,16 @@ def fingerprint(schedule: DeploymentSchedule) -> str:
 
 
 def _read_deployment(store: Store, deployment_id: str) -> Deployment | None:
-    from stratoflow.api.operations import read_deployment
-
     try:
-        return read_deployment(store, deployment_id)
+        return read_record(store, ObjectKind.DEPLOYMENT, Deployment, deployment_id)
     except ObjectNotFound:
         return None
 
 
 def _create_run(store: Store, settings: Settings, deployment: Deployment, schedule: DeploymentSchedule,
                 slot: datetime) -> tuple[FlowRun, bool] | None:
-    from stratoflow.api.errors import Conflict
-    from stratoflow.api.operations import create_deployment_flow_run
-    from stratoflow.api.schemas import DeploymentRunCreate, StateIn
+
+    from stratoflow.schemas import DeploymentRunCreate, StateIn
     from stratoflow.states import StateDetails
 
     request = DeploymentRunCreate(
@@ -172,7 +169,7 @@ def _deployments(store: Store) -> Iterator[Deployment]:
 
     cursor: str | None = None
     while True:
-        page = store.list_objects(DEPLOYMENT_KIND, cursor=cursor, limit=500)
+        page = store.list_objects(ObjectKind.DEPLOYMENT, cursor=cursor, limit=500)
         for obj in page.objects:
             yield Deployment.model_validate(obj.doc)
         if page.next_cursor is None:
@@ -196,7 +193,7 @@ class _Cursor:
 def _read_cursor(store: Store, deployment: Deployment, schedule: DeploymentSchedule, now: datetime) -> _Cursor:
     fp = fingerprint(schedule)
     try:
-        stored = store.get_object(CURSOR_KIND, cursor_key(deployment.id, schedule.id))
+        stored = store.get_object(ObjectKind.SCHEDULE_CURSOR, cursor_key(deployment.id, schedule.id))
     except ObjectNotFound:
         stored = None
     if stored is not None and stored.doc.get("fingerprint") == fp:
@@ -218,9 +215,9 @@ def _write_cursor(store: Store, deployment: Deployment, schedule: DeploymentSche
     key = cursor_key(deployment.id, schedule.id)
     try:
         if cursor.version is None:
-            store.put_object(CURSOR_KIND, key, doc, must_not_exist=True)
+            store.put_object(ObjectKind.SCHEDULE_CURSOR, key, doc, must_not_exist=True)
         else:
-            store.put_object(CURSOR_KIND, key, doc, expected_version=cursor.version)
+            store.put_object(ObjectKind.SCHEDULE_CURSOR, key, doc, expected_version=cursor.version)
     except (ObjectAlreadyExists, ObjectVersionConflict, ObjectNotFound):
         # Another tick moved it (its runs have the same keys as ours): theirs stands.
         return False
@@ -242,7 +239,6 @@ def tick(store: Store, settings: Settings, now: datetime, horizon: timedelta = t
 
 def _tick_deployment(store: Store, settings: Settings, deployment: Deployment, now: datetime, until: datetime,
                      scope: Literal["tick", "all"]) -> list[FlowRun]:
-    from stratoflow.api.errors import Unprocessable
 
     created: list[FlowRun] = []
     if deployment.paused:
@@ -356,17 +352,17 @@ def _restart_cursor(store: Store, deployment: Deployment, schedule: DeploymentSc
            "schedule_id": schedule.id, "deployment_version": deployment.version}
     for _ in range(5):
         try:
-            stored = store.get_object(CURSOR_KIND, key)
+            stored = store.get_object(ObjectKind.SCHEDULE_CURSOR, key)
         except ObjectNotFound:
             try:
-                store.put_object(CURSOR_KIND, key, doc, must_not_exist=True)
+                store.put_object(ObjectKind.SCHEDULE_CURSOR, key, doc, must_not_exist=True)
                 return
             except ObjectAlreadyExists:
                 continue
         if stored.doc.get("deployment_version") == deployment.version:
             return
         try:
-            store.put_object(CURSOR_KIND, key, doc, expected_version=stored.version)
+            store.put_object(ObjectKind.SCHEDULE_CURSOR, key, doc, expected_version=stored.version)
             return
         except (ObjectVersionConflict, ObjectNotFound):
             continue
@@ -389,7 +385,7 @@ def on_deployment_changed(store: Store, settings: Settings, before: Deployment |
             continue
         if new is None:  # stopped: no cursor until it starts again
             with contextlib.suppress(ObjectNotFound):
-                store.delete_object(CURSOR_KIND, cursor_key(after.id, schedule_id))
+                store.delete_object(ObjectKind.SCHEDULE_CURSOR, cursor_key(after.id, schedule_id))
             continue
         # Started or changed: the tick fires it from now on (not the slots it was off or different).
         _restart_cursor(store, after, new, now)
@@ -408,7 +404,7 @@ def on_deployment_deleted(store: Store, settings: Settings, deployment: Deployme
     delete_stale_runs(store, gone, now, [s.id for s in deployment.schedules])
     for schedule in deployment.schedules:
         with contextlib.suppress(ObjectNotFound):
-            store.delete_object(CURSOR_KIND, cursor_key(deployment.id, schedule.id))
+            store.delete_object(ObjectKind.SCHEDULE_CURSOR, cursor_key(deployment.id, schedule.id))
     (provisioner or default_provisioner(settings)).remove_deployment(deployment.id)
 
 

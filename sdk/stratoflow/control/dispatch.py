@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
+from stratoflow.control.work_pools import read_work_queue
 from stratoflow.exceptions import ObjectNotFound
 from stratoflow.models import FlowRun, WorkQueue
 from stratoflow.states import StateType, now
@@ -50,8 +51,6 @@ def _marker_key(run: FlowRun, when: datetime) -> str:
 
 
 def work_queue_of(store: Store, run: FlowRun) -> WorkQueue:
-    from stratoflow.api.operations import read_work_queue
-
     assert run.work_pool_name is not None
     return read_work_queue(store, run.work_pool_name, run.work_queue_name or DEFAULT_QUEUE)
 

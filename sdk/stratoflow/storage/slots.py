@@ -24,13 +24,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from stratoflow.exceptions import ObjectAlreadyExists, ObjectNotFound
+from stratoflow.models import ObjectKind
 from stratoflow.storage.base import ObjectVersionConflict
 
 if TYPE_CHECKING:
     from stratoflow.storage.base import Store
 
-TAG_LIMIT = "concurrency_limit"
-SLOTS = "slots"
 _ATTEMPTS = 50
 
 
@@ -44,23 +43,23 @@ class Limit:
 
     @property
     def label(self) -> str:
-        return self.key if self.kind == SLOTS else f"tag:{self.key}"
+        return self.key if self.kind == ObjectKind.SLOTS else f"tag:{self.key}"
 
 
 def deployment_limit(deployment_id: str, size: int) -> Limit:
-    return Limit(SLOTS, f"deployment/{deployment_id}", size)
+    return Limit(ObjectKind.SLOTS, f"deployment/{deployment_id}", size)
 
 
 def queue_limit(pool: str, queue: str, size: int) -> Limit:
-    return Limit(SLOTS, f"queue/{pool}/{queue}", size)
+    return Limit(ObjectKind.SLOTS, f"queue/{pool}/{queue}", size)
 
 
 def pool_limit(pool: str, size: int) -> Limit:
-    return Limit(SLOTS, f"pool/{pool}", size)
+    return Limit(ObjectKind.SLOTS, f"pool/{pool}", size)
 
 
 def tag_limit(tag: str) -> Limit:
-    return Limit(TAG_LIMIT, tag)
+    return Limit(ObjectKind.CONCURRENCY_LIMIT, tag)
 
 
 def acquire(store: Store, limit: Limit, holder: str) -> bool:
@@ -143,7 +142,7 @@ def holders(store: Store, limit: Limit) -> list[str]:
 def all_limits(store: Store) -> list[tuple[Limit, list[str]]]:
     """Every flow-run and tag limit with its holders (what the janitor sweeps)."""
     out: list[tuple[Limit, list[str]]] = []
-    for kind in (SLOTS, TAG_LIMIT):
+    for kind in (ObjectKind.SLOTS, ObjectKind.CONCURRENCY_LIMIT):
         cursor: str | None = None
         while True:
             page = store.list_objects(kind, cursor=cursor, limit=1000)
