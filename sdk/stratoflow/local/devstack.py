@@ -1,38 +1,26 @@
 """``stratoflow dev``: the local cloud over real HTTP, on one machine, without Docker.
 
-``DevStack`` starts three things in this process:
+``DevStack`` is the stack: it composes the local stand-ins for the AWS services, provisions the
+stack's resources, wires the functions to their event sources and owns their lifecycle (start in
+order, stop everything, restore the environment). It starts four things in this process:
 
-1. **moto in server mode** on 127.0.0.1 (the AWS endpoint: DynamoDB, S3, ...). Requests are
-   applied one at a time: moto's backends are plain Python, and a DynamoDB conditional write
-   must be atomic as it is on AWS (two claimers of one run can never both win).
-2. **The stack's resources** provisioned into it: the tables and the bucket
-   (``DynamoDBStore.ensure_resources``), named as the SAM stack names them (``stratoflow-dev-*``).
+1. **moto in server mode** on 127.0.0.1, the AWS endpoint (``moto_server.py``: DynamoDB, S3,
+   SQS, ...; requests applied one at a time, so conditional writes are atomic as on AWS).
+2. **The stack's resources** provisioned into it from ``template.yaml`` (``provision.py``): the
+   tables, the bucket, the queues, named as the SAM stack names them (``stratoflow-dev-*``).
 3. **The executor function** (``functions/executor/app.py``) fed from the SQS queues of every
    `lambda` work pool by a local event source mapping (``event_sources.py``: batch size 1,
    partial batch responses, paused pools and queues skipped), the scheduler loop that fires
    deployment schedules on time (``scheduler_loop.py``), and the janitor's tick every 2 seconds
    (``janitor.py``: late runs, lost executors, cancellations, dead slots, due runs sent), as the
    scheduled functions do on AWS.
-4. **The API function** served on localhost the way API Gateway (HTTP API, payload format 2.0,
-   ``$default`` route and stage) and Lambda serve it: each HTTP request becomes the event API
-   Gateway would build, the handler runs in a Lambda-like runtime (``lambda_runtime.py``:
-   execution environments, context, timeout), and its return value becomes the HTTP response by
-   the v2 format's rules. The handler sees the stack's settings in its environment
-   (``STRATOFLOW_*``, dummy credentials, ``AWS_ENDPOINT_URL``), so it talks to the moto server.
-
-Where API Gateway answers by itself, so does the stack, with its status and ``{"message": ...}``
-body: 413 for a request over 10 MB, 503 when the function takes longer than 30 s, 500 when the
-function fails. For a failing function the body also carries Lambda's error (``errorType``,
-``errorMessage``, ``stackTrace``), which on AWS only reaches the logs; the traceback is also
-written to the stack's log stream.
-
-The stack also answers 403 to what only a web page on another site makes a browser send: an
-``Origin`` that is not its own, or a cross-site ``Sec-Fetch-Site`` on a POST, PUT, PATCH or
-DELETE without one. It serves the API and the UI on localhost with no authentication, so any
-page the user visits could otherwise create, cancel or delete runs (CSRF). The rule is
-``stratoflow.local.ui_proxy.cross_site_refusal``, which the ``stratoflow ui`` proxy applies too. A body
-that is not UTF-8 reaches the function base64-encoded, whatever its content type, as API
-Gateway sends it (the handler then answers 400).
+4. **The API function** served on localhost the way API Gateway (HTTP API, payload format 2.0)
+   and Lambda serve it: the HTTP server (``api_server.py``: size limits, cross-site refusal) turns
+   each request into API Gateway's event and the result into its response (``api_gateway.py``),
+   and the handler runs in a Lambda-like runtime (``lambda_runtime.py``: execution environments,
+   context, timeout). The handler sees the stack's settings in its environment (``STRATOFLOW_*``,
+   dummy credentials, ``AWS_ENDPOINT_URL``), so it talks to the moto server. A failing function's
+   traceback is written to the stack's log stream.
 
 Moto's backends are process-global: run a ``DevStack`` in a process of its own (``stratoflow
 dev`` does), not beside the embedded backend.
@@ -41,6 +29,7 @@ dev`` does), not beside the embedded backend.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import threading
@@ -49,9 +38,12 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, NamedTuple, TextIO
 
+from stratoflow import _aws
 from stratoflow.exceptions import StratoflowError
+from stratoflow.janitor import tick
 from stratoflow.local.api_gateway import INTEGRATION_TIMEOUT
 from stratoflow.local.api_server import ApiServer
+from stratoflow.local.event_sources import SqsEventSource, lambda_pool_targets
 from stratoflow.local.lambda_runtime import (
     FunctionConfig,
     HandlerError,
@@ -60,7 +52,14 @@ from stratoflow.local.lambda_runtime import (
     parse_handler_spec,
 )
 from stratoflow.local.moto_server import MotoServer
+from stratoflow.local.provision import ProvisionReport, default_template_path, provision_from_template
+from stratoflow.local.scheduler_loop import SchedulerLoop
 from stratoflow.local.threaded_server import STOP_TIMEOUT
+from stratoflow.settings import Settings, get_settings, reset_settings
+from stratoflow.storage import get_server_store
+from stratoflow.storage.dynamodb import DynamoDBStore
+from stratoflow.storage.keys import ensure_result_key_secret, home_key
+from stratoflow.workpools.sqs import ReceivedMessage, SqsQueues
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 DEFAULT_HANDLER = Path("functions") / "api" / "app.py"
@@ -137,11 +136,11 @@ class DevStack:
             handler_path=default_handler(EXECUTOR_HANDLER), name=function_name.replace("-api", "") + "-executor",
             memory_mb=1024, timeout=executor_timeout, region=region, max_concurrency=executor_concurrency)
         self._executor: LocalFunction | None = None
-        self._event_source: Any = None
+        self._event_source: SqsEventSource | None = None
         self._control: threading.Thread | None = None
         self._control_stop = threading.Event()
-        self._scheduler: Any = None
-        self.provisioned: Any = None
+        self._scheduler: SchedulerLoop | None = None
+        self.provisioned: ProvisionReport | None = None
         self._explicit_handler = bool(handler)
         self._log_lock = threading.Lock()
         self._moto: MotoServer | None = None
@@ -215,8 +214,6 @@ class DevStack:
             self._moto = None
         self._restore_env()
         if self._werkzeug_level is not None:
-            import logging
-
             logging.getLogger("werkzeug").setLevel(self._werkzeug_level)
             self._werkzeug_level = None
         if leftovers:
@@ -274,20 +271,10 @@ class DevStack:
     def control_tick(self) -> dict[str, int]:
         """One pass of the control loop: the janitor's tick (late runs, lost executors, finished
         cancellations, dead slots, runs that came due sent to their queues). Returns its counts."""
-        from stratoflow.janitor import tick
-        from stratoflow.settings import get_settings
-        from stratoflow.storage import get_server_store
-
         return tick(get_server_store(), get_settings()).counts()
 
     # -- internals --------------------------------------------------------------------------------
     def _start_executor(self) -> None:
-        from stratoflow.local.event_sources import SqsEventSource, lambda_pool_targets
-        from stratoflow.local.scheduler_loop import SchedulerLoop
-        from stratoflow.settings import get_settings
-        from stratoflow.storage import get_server_store
-        from stratoflow.workpools.sqs import SqsQueues
-
         self._executor = LocalFunction(self.executor_config)
         self._executor.start()
         queues = SqsQueues(get_settings())
@@ -332,7 +319,7 @@ class DevStack:
             if done:
                 self._log(f"janitor: {done}")
 
-    def _log_execution(self, messages: list[Any], result: InvocationResult) -> None:
+    def _log_execution(self, messages: list[ReceivedMessage], result: InvocationResult) -> None:
         for message in messages:
             try:
                 run_id = json.loads(message.body).get("flow_run_id", "?")
@@ -369,19 +356,12 @@ class DevStack:
 
     @staticmethod
     def _reset_sdk() -> None:
-        from stratoflow import _aws
-        from stratoflow.settings import reset_settings
-
         reset_settings()
         _aws.clear_clients()
 
     def _provision(self) -> None:
         """The stack's resources from template.yaml (one topology with the deployed stack); a
         package installed without the template provisions what the code needs directly."""
-        from stratoflow.local.provision import default_template_path, provision_from_template
-        from stratoflow.settings import Settings
-        from stratoflow.storage.dynamodb import DynamoDBStore
-
         settings = Settings(backend="aws", aws_endpoint_url=self.urls.moto, table_prefix=self.table_prefix,
                             bucket=self.bucket, region=self.region)
         template = default_template_path()
@@ -389,8 +369,6 @@ class DevStack:
             self.provisioned = provision_from_template(settings, template)
             return
         self._log("no template.yaml to provision from (an installed package); creating the tables and bucket")
-        from stratoflow.storage.keys import ensure_result_key_secret, home_key
-
         ensure_result_key_secret(settings, self.result_key_secret, home_key(settings.home).hex())
         store = DynamoDBStore(settings)
         try:
@@ -400,8 +378,6 @@ class DevStack:
 
     def _quiet_werkzeug(self) -> None:
         # moto's server logs every request through werkzeug at INFO; the stack logs its own.
-        import logging
-
         logger = logging.getLogger("werkzeug")
         self._werkzeug_level = logger.level
         logger.setLevel(logging.WARNING)
