@@ -9,7 +9,7 @@ Where API Gateway answers by itself, so does the emulation, with its status and 
 when it failed or returned something that is not a response. For a failing function the body
 also carries Lambda's error (``errorType``, ``errorMessage``, ``stackTrace``), which on AWS only
 reaches the logs. A body that is not UTF-8 reaches the function base64-encoded, whatever its
-content type, as API Gateway sends it.
+content type, as API Gateway sends it (the API handler then answers 400).
 """
 
 from __future__ import annotations

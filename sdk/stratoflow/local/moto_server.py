@@ -181,13 +181,13 @@ class _MotoHandler(_KeepAlive, MotoRequestHandler):
 
 
 class MotoServer:
-    """moto in server mode on a local port: what ``moto.server.ThreadedMotoServer`` does, with
-    requests serialized, bind errors raised by ``start()`` and every thread joined by ``stop()``."""
+    """moto in server mode on ``host:port`` (0: a free port, read ``port`` after ``start()``);
+    see the module docstring for how it differs from ``moto.server.ThreadedMotoServer``."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
         self.host = host
         self.port = port
-        self._server: Any = None
+        self._server: _MotoWSGIServer | None = None
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
