@@ -218,7 +218,7 @@ def measure(stack: Stack, style: str, requests: int, flow_name: str) -> dict[str
 
 def cold_starts(stack: Stack, runs: int, flow_name: str) -> list[dict[str, Any]]:
     """Fresh interpreters: import the handler, then a first (cold) and a second (warm) set_state."""
-    from stratoflow.local.devstack import build_http_api_event, new_gateway_request_id
+    from stratoflow.local.api_gateway import build_http_api_event, new_gateway_request_id
 
     client = Client(stack, "new-connection")
     env = {**clean_env(stack.home), **{k: v for k, v in stack.exports.items() if k != "STRATOFLOW_API_URL"}}

@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     server = None
     started = time.perf_counter()
     if args.moto:
-        from stratoflow.local.devstack import MotoServer
+        from stratoflow.local.moto_server import MotoServer
 
         server = MotoServer()
         server.start()

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 import pytest
 from botocore.credentials import Credentials
 
-from stratoflow.local.devstack import build_http_api_event
+from stratoflow.local.api_gateway import build_http_api_event
 from stratoflow.local.ui_proxy import SigningProxy, start_proxy
 
 BURST = 64

@@ -1,38 +1,26 @@
 """``stratoflow dev``: the local cloud over real HTTP, on one machine, without Docker.
 
-``DevStack`` starts three things in this process:
+``DevStack`` is the stack: it composes the local stand-ins for the AWS services, provisions the
+stack's resources, wires the functions to their event sources and owns their lifecycle (start in
+order, stop everything, restore the environment). It starts four things in this process:
 
-1. **moto in server mode** on 127.0.0.1 (the AWS endpoint: DynamoDB, S3, ...). Requests are
-   applied one at a time: moto's backends are plain Python, and a DynamoDB conditional write
-   must be atomic as it is on AWS (two claimers of one run can never both win).
-2. **The stack's resources** provisioned into it: the tables and the bucket
-   (``DynamoDBStore.ensure_resources``), named as the SAM stack names them (``stratoflow-dev-*``).
+1. **moto in server mode** on 127.0.0.1, the AWS endpoint (``moto_server.py``: DynamoDB, S3,
+   SQS, ...; requests applied one at a time, so conditional writes are atomic as on AWS).
+2. **The stack's resources** provisioned into it from ``template.yaml`` (``provision.py``): the
+   tables, the bucket, the queues, named as the SAM stack names them (``stratoflow-dev-*``).
 3. **The executor function** (``functions/executor/app.py``) fed from the SQS queues of every
    `lambda` work pool by a local event source mapping (``event_sources.py``: batch size 1,
    partial batch responses, paused pools and queues skipped), the scheduler loop that fires
    deployment schedules on time (``scheduler_loop.py``), and the janitor's tick every 2 seconds
    (``janitor.py``: late runs, lost executors, cancellations, dead slots, due runs sent), as the
    scheduled functions do on AWS.
-4. **The API function** served on localhost the way API Gateway (HTTP API, payload format 2.0,
-   ``$default`` route and stage) and Lambda serve it: each HTTP request becomes the event API
-   Gateway would build, the handler runs in a Lambda-like runtime (``lambda_runtime.py``:
-   execution environments, context, timeout), and its return value becomes the HTTP response by
-   the v2 format's rules. The handler sees the stack's settings in its environment
-   (``STRATOFLOW_*``, dummy credentials, ``AWS_ENDPOINT_URL``), so it talks to the moto server.
-
-Where API Gateway answers by itself, so does the stack, with its status and ``{"message": ...}``
-body: 413 for a request over 10 MB, 503 when the function takes longer than 30 s, 500 when the
-function fails. For a failing function the body also carries Lambda's error (``errorType``,
-``errorMessage``, ``stackTrace``), which on AWS only reaches the logs; the traceback is also
-written to the stack's log stream.
-
-The stack also answers 403 to what only a web page on another site makes a browser send: an
-``Origin`` that is not its own, or a cross-site ``Sec-Fetch-Site`` on a POST, PUT, PATCH or
-DELETE without one. It serves the API and the UI on localhost with no authentication, so any
-page the user visits could otherwise create, cancel or delete runs (CSRF). The rule is
-``stratoflow.local.ui_proxy.cross_site_refusal``, which the ``stratoflow ui`` proxy applies too. A body
-that is not UTF-8 reaches the function base64-encoded, whatever its content type, as API
-Gateway sends it (the handler then answers 400).
+4. **The API function** served on localhost the way API Gateway (HTTP API, payload format 2.0)
+   and Lambda serve it: the HTTP server (``api_server.py``: size limits, cross-site refusal) turns
+   each request into API Gateway's event and the result into its response (``api_gateway.py``),
+   and the handler runs in a Lambda-like runtime (``lambda_runtime.py``: execution environments,
+   context, timeout). The handler sees the stack's settings in its environment (``STRATOFLOW_*``,
+   dummy credentials, ``AWS_ENDPOINT_URL``), so it talks to the moto server. A failing function's
+   traceback is written to the stack's log stream.
 
 Moto's backends are process-global: run a ``DevStack`` in a process of its own (``stratoflow
 dev`` does), not beside the embedded backend.
@@ -40,62 +28,45 @@ dev`` does), not beside the embedded backend.
 
 from __future__ import annotations
 
-import base64
-import contextlib
-import io
 import json
+import logging
 import os
-import re
-import secrets
-import socket
-import socketserver
 import sys
 import threading
-import time
-import traceback
-from collections.abc import Callable, Iterable
-from datetime import UTC, datetime
-from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, HTTPServer
+from datetime import datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any, ClassVar, NamedTuple, TextIO
-from urllib.parse import parse_qsl, unquote, urlsplit
+from typing import Any, NamedTuple, TextIO
 
+from stratoflow import _aws
 from stratoflow.exceptions import StratoflowError
+from stratoflow.janitor import tick
+from stratoflow.local.api_gateway import INTEGRATION_TIMEOUT
+from stratoflow.local.api_server import ApiServer
+from stratoflow.local.event_sources import SqsEventSource, lambda_pool_targets
 from stratoflow.local.lambda_runtime import (
-    ACCOUNT_ID,
-    MAX_PAYLOAD_BYTES,
     FunctionConfig,
     HandlerError,
     InvocationResult,
     LocalFunction,
     parse_handler_spec,
 )
-from stratoflow.local.ui_proxy import cross_site_refusal, is_own_origin
+from stratoflow.local.moto_server import MotoServer
+from stratoflow.local.provision import ProvisionReport, default_template_path, provision_from_template
+from stratoflow.local.scheduler_loop import SchedulerLoop
+from stratoflow.local.threaded_server import STOP_TIMEOUT
+from stratoflow.settings import Settings, get_settings, reset_settings
+from stratoflow.storage import get_server_store
+from stratoflow.storage.dynamodb import DynamoDBStore
+from stratoflow.storage.keys import ensure_result_key_secret, home_key
+from stratoflow.workpools.sqs import ReceivedMessage, SqsQueues
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 DEFAULT_HANDLER = Path("functions") / "api" / "app.py"
 EXECUTOR_HANDLER = Path("functions") / "executor" / "app.py"
 CONTROL_LOOP_INTERVAL = 2.0
 LOCAL_CREDENTIAL = "stratoflow-local"  # moto accepts any credentials; these never reach AWS
-API_ID = "stratoflowd"  # requestContext.apiId
-MAX_REQUEST_BYTES = 10 * 1024 * 1024  # API Gateway's payload limit
-INTEGRATION_TIMEOUT = 30.0  # API Gateway HTTP API's longest integration timeout
-STOP_TIMEOUT = 5.0
-# Pending connections the kernel keeps for the API and moto servers: socketserver's default (5)
-# made a burst of 32 clients see connection resets.
-LISTEN_BACKLOG = 128
-# Response header with the invocation's duration in ms (the handler alone: no HTTP parsing or transport).
-HANDLER_MS_HEADER = "x-stratoflow-handler-ms"
 
-# Content types whose bodies API Gateway passes as text; every other body (also one without a
-# content type, and form posts) reaches the function base64-encoded with isBase64Encoded true.
-_TEXT_TYPES = ("application/json", "application/xml", "application/javascript")
-# Connection-level headers: not part of the request the function sees, nor taken from its response.
-_HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding",
-                         "upgrade"})
-_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 # Removed from the function's environment: they would point its AWS clients elsewhere.
 _CLEARED_VARS = ("STRATOFLOW_API_URL", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_PROFILE",
                  "AWS_DEFAULT_PROFILE", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE")
@@ -108,584 +79,6 @@ def default_handler(relative: Path = DEFAULT_HANDLER) -> Path:
         if (root / relative).is_file():
             return root / relative
     return REPO_ROOT / relative
-
-
-# -- API Gateway: request -> event -----------------------------------------------------------------
-def is_text_content_type(content_type: str | None) -> bool:
-    if not content_type:
-        return False
-    media = content_type.split(";", 1)[0].strip().lower()
-    return media.startswith("text/") or media in _TEXT_TYPES
-
-
-def _gateway_time(now: datetime) -> str:
-    return f"{now.day:02d}/{_MONTHS[now.month - 1]}/{now.year}:{now:%H:%M:%S} +0000"
-
-
-def new_gateway_request_id() -> str:
-    """An id in API Gateway's style (``JKJaXmPLvHcESHA=``)."""
-    return base64.b64encode(secrets.token_bytes(10)).decode()
-
-
-def build_http_api_event(
-    *,
-    method: str,
-    target: str,
-    headers: Iterable[tuple[str, str]],
-    body: bytes,
-    source_ip: str,
-    server_port: int,
-    request_id: str,
-    protocol: str = "HTTP/1.1",
-    now: datetime | None = None,
-) -> dict[str, Any]:
-    """The event API Gateway (HTTP API, payload format 2.0) sends for a request on ``$default``.
-
-    Header names are lower-cased and repeated headers joined with commas; the ``Cookie`` header
-    becomes the ``cookies`` list; the path is URL-decoded (``rawPath`` too, as HTTP APIs do), the
-    query string is passed raw and parsed (values decoded, repeats comma-joined); keys API
-    Gateway leaves out when empty (``cookies``, ``queryStringParameters``, ``body``) are left out.
-    """
-    now = now or datetime.now(UTC)
-    if target.startswith("/"):
-        raw_path, _, raw_query = target.partition("?")
-    else:  # absolute form (a proxy's request line)
-        parts = urlsplit(target)
-        raw_path, raw_query = parts.path or "/", parts.query
-    raw_query = raw_query.partition("#")[0]
-    merged: dict[str, str] = {}
-    cookies: list[str] = []
-    chunked = False
-    for name, value in headers:
-        key = name.lower()
-        if key == "cookie":
-            cookies.extend(c.strip() for c in value.split(";") if c.strip())
-            continue
-        if key in _HOP_BY_HOP:
-            chunked = chunked or key == "transfer-encoding"
-            continue
-        merged[key] = f"{merged[key]},{value}" if key in merged else value
-    if chunked:  # the function sees the assembled body's length
-        merged.pop("content-length", None)
-        if body:
-            merged["content-length"] = str(len(body))
-    merged["x-forwarded-for"] = f"{merged['x-forwarded-for']}, {source_ip}" if "x-forwarded-for" in merged \
-        else source_ip
-    merged["x-forwarded-port"] = str(server_port)
-    merged["x-forwarded-proto"] = "http"
-    merged.setdefault("x-amzn-trace-id", f"Root=1-{int(now.timestamp()):08x}-{secrets.token_hex(12)}")
-    domain = merged.get("host") or f"127.0.0.1:{server_port}"
-    path = unquote(raw_path)
-    event: dict[str, Any] = {
-        "version": "2.0",
-        "routeKey": "$default",
-        "rawPath": path,
-        "rawQueryString": raw_query,
-    }
-    if cookies:
-        event["cookies"] = cookies
-    event["headers"] = merged
-    if raw_query:
-        params: dict[str, str] = {}
-        for key, value in parse_qsl(raw_query, keep_blank_values=True):
-            params[key] = f"{params[key]},{value}" if key in params else value
-        event["queryStringParameters"] = params
-    event["requestContext"] = {
-        "accountId": ACCOUNT_ID,
-        "apiId": API_ID,
-        "domainName": domain,
-        "domainPrefix": domain.split(":", 1)[0].split(".", 1)[0],
-        "http": {"method": method.upper(), "path": path, "protocol": protocol, "sourceIp": source_ip,
-                 "userAgent": merged.get("user-agent", "")},
-        "requestId": request_id,
-        "routeKey": "$default",
-        "stage": "$default",
-        "time": _gateway_time(now),
-        "timeEpoch": int(now.timestamp() * 1000),
-    }
-    if body:
-        text = _utf8_or_none(body) if is_text_content_type(merged.get("content-type")) else None
-        if text is not None:
-            event["body"] = text
-            event["isBase64Encoded"] = False
-        else:  # also a "text" body that is not UTF-8: API Gateway base64-encodes it, never mangles it
-            event["body"] = base64.b64encode(body).decode()
-            event["isBase64Encoded"] = True
-    else:
-        event["isBase64Encoded"] = False
-    return event
-
-
-def _utf8_or_none(body: bytes) -> str | None:
-    try:
-        return body.decode("utf-8")
-    except UnicodeDecodeError:
-        return None
-
-
-# -- API Gateway: function result -> response -------------------------------------------------------
-class GatewayResponse(NamedTuple):
-    status: int
-    headers: list[tuple[str, str]]
-    body: bytes
-
-
-class InvalidResponse(Exception):
-    """The function's return value is not a response API Gateway can send."""
-
-
-def _json_response(status: int, data: dict[str, Any]) -> GatewayResponse:
-    return GatewayResponse(status, [("content-type", "application/json")], json.dumps(data).encode())
-
-
-def _header_value(name: str, value: Any) -> str:
-    text = ",".join(str(v) for v in value) if isinstance(value, list) else str(value)
-    if "\r" in text or "\n" in text or "\r" in name or "\n" in name:
-        raise InvalidResponse(f"header {name!r} contains a line break")
-    return text
-
-
-def response_from_payload(payload: Any, payload_json: str) -> GatewayResponse:
-    """The HTTP response API Gateway makes of a function's return value (payload format 2.0).
-
-    A JSON object with ``statusCode`` is a full response (``headers``, ``cookies`` -> one
-    ``Set-Cookie`` each, ``body``, ``isBase64Encoded``; ``multiValueHeaders`` is a 1.0 field and
-    ignored; no content type means ``text/plain; charset=utf-8``). Anything else is the body of a
-    200 ``application/json`` response: a string as it is, other values as their JSON.
-    """
-    if not (isinstance(payload, dict) and "statusCode" in payload):
-        text = payload if isinstance(payload, str) else payload_json
-        return GatewayResponse(200, [("content-type", "application/json")], text.encode())
-    status = payload["statusCode"]
-    if isinstance(status, str) and status.strip().isdigit():
-        status = int(status)
-    if isinstance(status, bool) or not isinstance(status, int) or not 100 <= status <= 599:
-        raise InvalidResponse(f"statusCode must be an HTTP status code, not {payload['statusCode']!r}")
-    headers_in = payload.get("headers") or {}
-    if not isinstance(headers_in, dict):
-        raise InvalidResponse(f"headers must be an object of strings, not {type(headers_in).__name__}")
-    headers = [(str(k).lower(), _header_value(str(k), v)) for k, v in headers_in.items()
-               if v is not None and str(k).lower() not in _HOP_BY_HOP | {"content-length"}]
-    cookies = payload.get("cookies") or []
-    if not isinstance(cookies, list) or not all(isinstance(c, str) for c in cookies):
-        raise InvalidResponse("cookies must be a list of strings")
-    headers += [("set-cookie", _header_value("set-cookie", c)) for c in cookies]
-    if not any(k == "content-type" for k, _ in headers):
-        headers.append(("content-type", "text/plain; charset=utf-8"))
-    body_in = payload.get("body")
-    if body_in is None:
-        body = b""
-    elif not isinstance(body_in, str):
-        raise InvalidResponse(f"body must be a string, not {type(body_in).__name__} (serialize it, e.g. json.dumps)")
-    elif payload.get("isBase64Encoded"):
-        try:
-            body = base64.b64decode(body_in, validate=True)
-        except ValueError as exc:
-            raise InvalidResponse(f"isBase64Encoded is true but the body is not base64: {exc}") from exc
-    else:
-        body = body_in.encode()
-    return GatewayResponse(status, headers, body)
-
-
-def response_from_invocation(result: InvocationResult) -> GatewayResponse:
-    if result.abandoned:
-        return _json_response(503, {"message": "Service Unavailable"})
-    if result.error is not None:
-        return _json_response(500, {"message": "Internal Server Error", **result.error,
-                                    "requestId": result.request_id})
-    try:
-        return response_from_payload(result.payload, result.payload_json)
-    except InvalidResponse as exc:
-        return _json_response(500, {"message": "Internal Server Error", "errorType": "InvalidResponse",
-                                    "errorMessage": f"the function's response is not a valid API Gateway "
-                                                    f"response: {exc}", "requestId": result.request_id})
-
-
-# -- servers ---------------------------------------------------------------------------------------
-class _TrackedThreadingMixIn(socketserver.ThreadingMixIn):
-    """A thread per connection, as ThreadingMixIn, but tracked: ``close_connections`` ends idle
-    keep-alive connections (``shutdown(SHUT_RD)``: a request in flight still gets its answer)
-    and joins every connection thread."""
-
-    thread_prefix = "stratoflow-dev"
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self._connections_lock = threading.Lock()
-        self._connections: dict[threading.Thread, Any] = {}
-        self._counter = 0
-        super().__init__(*args, **kwargs)
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        with self._connections_lock:
-            self._counter += 1
-            thread = threading.Thread(target=self._serve_connection, args=(request, client_address),
-                                      name=f"{self.thread_prefix}-{self._counter}", daemon=True)
-            self._connections[thread] = request
-        thread.start()
-
-    def _serve_connection(self, request: Any, client_address: Any) -> None:
-        try:
-            self.process_request_thread(request, client_address)
-        finally:
-            with self._connections_lock:
-                self._connections.pop(threading.current_thread(), None)
-
-    def close_connections(self, timeout: float) -> list[threading.Thread]:
-        """Call after ``shutdown()``; returns the connection threads still running after ``timeout``."""
-        with self._connections_lock:
-            connections = list(self._connections.items())
-        for _, sock in connections:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RD)
-        deadline = time.monotonic() + timeout
-        for thread, _ in connections:
-            thread.join(max(0.0, deadline - time.monotonic()))
-        return [t for t, _ in connections if t.is_alive()]
-
-
-class _OneAtATime:
-    """WSGI middleware: one request at a time into moto (see the module docstring).
-
-    SQS long polls (``ReceiveMessage`` with ``WaitTimeSeconds``) are the exception: moto waits
-    inside the request, which under the lock would stall every other request for up to 20 s.
-    They are answered here by short polls (under the lock) with pauses between them (outside
-    it), until a message arrives or the wait is over, as SQS's long polling behaves.
-    """
-
-    POLL_PAUSE = 0.05
-
-    def __init__(self, app: Callable[..., Any]) -> None:
-        self.app = app
-        self.lock = threading.Lock()
-
-    def _call(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> bytes:
-        with self.lock:
-            result = self.app(environ, start_response)
-            try:
-                return b"".join(result)
-            finally:
-                close = getattr(result, "close", None)
-                if close is not None:
-                    close()
-
-    @staticmethod
-    def _long_poll(environ: dict[str, Any]) -> tuple[float, bytes] | None:
-        """(wait seconds, the request body asking for no wait) for an SQS JSON long poll."""
-        if environ.get("HTTP_X_AMZ_TARGET") != "AmazonSQS.ReceiveMessage":
-            return None
-        length = int(environ.get("CONTENT_LENGTH") or 0)
-        raw = environ["wsgi.input"].read(length) if length else b""
-        try:
-            request = json.loads(raw or b"{}")
-            wait = float(request.get("WaitTimeSeconds") or 0)
-        except (ValueError, TypeError, AttributeError):
-            wait = 0.0
-            request = None
-        if request is None or wait <= 0:
-            environ["wsgi.input"] = io.BytesIO(raw)
-            return (0.0, raw) if raw else None
-        request["WaitTimeSeconds"] = 0
-        return wait, json.dumps(request).encode()
-
-    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
-        poll = self._long_poll(environ)
-        if poll is None or poll[0] <= 0:
-            return [self._call(environ, start_response)]
-        wait, body = poll
-        deadline = time.monotonic() + wait
-        captured: list[Any] = []
-
-        def capture(status: str, headers: Any, exc_info: Any = None) -> None:
-            captured[:] = [status, headers]
-
-        while True:
-            environ["wsgi.input"] = io.BytesIO(body)
-            environ["CONTENT_LENGTH"] = str(len(body))
-            answer = self._call(environ, capture)
-            try:
-                got_messages = not str(captured[0]).startswith("200") or bool(json.loads(answer).get("Messages"))
-            except (ValueError, AttributeError):
-                got_messages = True  # not what a poll answers: hand it over as it is
-            if got_messages or time.monotonic() + self.POLL_PAUSE >= deadline:
-                start_response(captured[0], captured[1])
-                return [answer]
-            time.sleep(self.POLL_PAUSE)
-
-
-class _KeepAlive:
-    """Keep-alive for moto's (werkzeug's) request handler, which closes the connection after
-    every answer and then drains the socket: every AWS call of the stack's functions paid a TCP
-    connect and a new server thread. Here the request is answered the plain WSGI way on a
-    persistent HTTP/1.1 connection: the body is read whole before the app runs (a request it
-    leaves partly unread cannot run into the next one), the answer is buffered and sent with its
-    length, and Nagle is off (headers and body go out in separate writes; the body would wait
-    for the client's delayed ACK)."""
-
-    disable_nagle_algorithm = True
-    timeout: ClassVar[float | None] = 120  # an idle keep-alive connection is closed after this
-    protocol_version = "HTTP/1.1"
-
-    def make_environ(self) -> dict[str, Any]:
-        environ: dict[str, Any] = super().make_environ()  # type: ignore[misc]
-        stream = environ["wsgi.input"]
-        if environ.pop("wsgi.input_terminated", False):  # chunked: werkzeug's DechunkedInput
-            body = stream.read()
-            environ.pop("HTTP_TRANSFER_ENCODING", None)
-        else:
-            length = int(environ.get("CONTENT_LENGTH") or 0)
-            body = stream.read(length) if length > 0 else b""
-        environ["wsgi.input"] = io.BytesIO(body)
-        environ["CONTENT_LENGTH"] = str(len(body))
-        return environ
-
-    def run_wsgi(self) -> None:
-        handler: Any = self
-        if handler.headers.get("Expect", "").lower().strip() == "100-continue":
-            handler.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        environ = handler.environ = self.make_environ()
-        started: list[Any] = []
-        chunks: list[bytes] = []
-
-        def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
-            started[:] = [status, headers]
-            return chunks.append
-
-        try:
-            result = handler.server.app(environ, start_response)
-            try:
-                chunks.extend(result)
-            finally:
-                if hasattr(result, "close"):
-                    result.close()
-        except (ConnectionError, TimeoutError):
-            handler.close_connection = True
-            return
-        except Exception:
-            handler.close_connection = True
-            traceback.print_exc()
-            started[:] = ["500 Internal Server Error", [("Content-Type", "text/plain")]]
-            chunks[:] = [b"Internal Server Error"]
-        status, headers = started
-        code = int(status.split(" ", 1)[0])
-        body = b"".join(chunks)
-        handler.send_response(code, status.partition(" ")[2])
-        head = handler.command == "HEAD"
-        for name, value in headers:
-            lower = name.lower()
-            if lower in ("connection", "transfer-encoding") or (lower == "content-length" and not head):
-                continue  # HEAD keeps the app's length (of the body it would send)
-            handler.send_header(name, value)
-        if not head and not (100 <= code < 200 or code in (204, 304)):
-            handler.send_header("Content-Length", str(len(body)))
-        handler.end_headers()
-        if not head and body:
-            handler.wfile.write(body)
-
-
-class MotoServer:
-    """moto in server mode on a local port: what ``moto.server.ThreadedMotoServer`` does, with
-    requests serialized, bind errors raised by ``start()`` and every thread joined by ``stop()``."""
-
-    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
-        self.host = host
-        self.port = port
-        self._server: Any = None
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        from moto.moto_server.werkzeug_app import (
-            DomainDispatcherApplication,
-            MotoRequestHandler,
-            create_backend_app,
-        )
-        from werkzeug.serving import BaseWSGIServer
-
-        class Server(_TrackedThreadingMixIn, BaseWSGIServer):
-            multithread = True
-            thread_prefix = "stratoflow-dev-moto"
-            request_queue_size = LISTEN_BACKLOG
-
-        class Handler(_KeepAlive, MotoRequestHandler):
-            pass
-
-        app = _OneAtATime(DomainDispatcherApplication(create_backend_app))
-        # Bound here so a busy port raises OSError (werkzeug itself would print and sys.exit).
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((self.host, self.port))
-            sock.listen(LISTEN_BACKLOG)  # werkzeug does not listen again on a socket it is given
-            self.port = sock.getsockname()[1]
-            self._server = Server(self.host, self.port, app, handler=Handler, fd=sock.fileno())
-        finally:
-            sock.close()  # the server works on its own duplicate of the descriptor
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1},
-                                        name="stratoflow-dev-moto", daemon=True)
-        self._thread.start()
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    def stop(self, timeout: float = STOP_TIMEOUT) -> list[threading.Thread]:
-        server, self._server = self._server, None
-        if server is None:
-            return []
-        if self._thread is not None:
-            server.shutdown()
-            self._thread.join()
-            self._thread = None
-        leftovers: list[threading.Thread] = server.close_connections(timeout)
-        server.server_close()
-        return leftovers
-
-
-class _ApiServer(_TrackedThreadingMixIn, HTTPServer):
-    thread_prefix = "stratoflow-dev-api"
-    request_queue_size = LISTEN_BACKLOG
-
-    def __init__(self, address: tuple[str, int], stack: DevStack) -> None:
-        self.stack = stack
-        super().__init__(address, _ApiRequestHandler)
-
-    def own_origin(self, origin: str) -> bool:
-        """Whether ``Origin`` is this server's (the UI it serves: ``http://127.0.0.1:PORT`` ...)."""
-        return is_own_origin(origin, int(self.server_address[1]), (str(self.server_address[0]),))
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        if isinstance(sys.exc_info()[1], ConnectionError):
-            return  # the client went away
-        self.stack._log(f"error serving {client_address[0]}:\n{traceback.format_exc().rstrip()}")
-
-
-# The shape of a registered HTTP method (IANA's registry: TRACE, QUERY, VERSION-CONTROL, ...);
-# anything else (a lower-case "post" the resolver would upper-case) keeps http.server's 501.
-_METHOD_NAME = re.compile(r"[A-Z][A-Z-]*")
-
-
-class _EarlyResponse(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-
-class _ApiRequestHandler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive, as API Gateway
-    # Headers and body go out in separate writes; with Nagle on, the body waits ~40 ms for the
-    # client's delayed ACK on every keep-alive request.
-    disable_nagle_algorithm = True
-    timeout = 120  # an idle keep-alive connection is closed after this
-    server: _ApiServer
-
-    def _read_body(self) -> bytes:
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            return self._read_chunked()
-        length = self.headers.get("Content-Length")
-        if not length:
-            return b""
-        try:
-            size = int(length)
-        except ValueError:
-            self.close_connection = True
-            raise _EarlyResponse(400, "Bad Request") from None
-        if size > MAX_REQUEST_BYTES:
-            self.close_connection = True  # the body stays unread
-            raise _EarlyResponse(413, "Request Entity Too Large")
-        body = self.rfile.read(size)
-        if len(body) != size:
-            self.close_connection = True
-            raise _EarlyResponse(400, "Bad Request")
-        return body
-
-    def _read_chunked(self) -> bytes:
-        chunks: list[bytes] = []
-        total = 0
-        while True:
-            line = self.rfile.readline(1024)
-            try:
-                size = int(line.split(b";", 1)[0].strip(), 16)
-            except ValueError:
-                self.close_connection = True
-                raise _EarlyResponse(400, "Bad Request") from None
-            if size == 0:
-                while self.rfile.readline(1024) not in (b"\r\n", b"\n", b""):
-                    pass  # trailers
-                return b"".join(chunks)
-            total += size
-            if total > MAX_REQUEST_BYTES:
-                self.close_connection = True
-                raise _EarlyResponse(413, "Request Entity Too Large")
-            chunks.append(self.rfile.read(size))
-            self.rfile.readline(1024)
-
-    def _proxy(self) -> None:
-        started = time.perf_counter()
-        stack = self.server.stack
-        request_id = new_gateway_request_id()
-        result: InvocationResult | None = None
-        try:
-            body = self._read_body()
-            refusal = cross_site_refusal(self.command, self.headers, self.server.own_origin)
-            if refusal is not None:
-                raise _EarlyResponse(403, f"stratoflow dev: {refusal}")
-            event = build_http_api_event(
-                method=self.command, target=self.path, headers=self.headers.items(), body=body,
-                source_ip=self.client_address[0], server_port=self.server.server_address[1],
-                request_id=request_id, protocol=self.request_version,
-            )
-            if len(json.dumps(event)) > MAX_PAYLOAD_BYTES:  # Lambda's limit for the event
-                raise _EarlyResponse(413, "Request Entity Too Large")
-            result = stack.invoke(event)
-            response = response_from_invocation(result)
-            if not result.abandoned:  # the handler's own time (run + marshal), without HTTP or queueing
-                response = response._replace(headers=[*response.headers, (HANDLER_MS_HEADER,
-                                                                           f"{result.duration_ms:.3f}")])
-        except _EarlyResponse as early:
-            response = _json_response(early.status, {"message": early.message})
-        except Exception as exc:  # the stack's own failure: still an answer, and a trace in the log
-            stack._log(f"{self.command} {self.path}: stratoflow dev failed\n{traceback.format_exc().rstrip()}")
-            response = _json_response(500, {"message": "Internal Server Error",
-                                            "errorMessage": f"stratoflow dev: {type(exc).__name__}: {exc}"})
-        self._send(response, request_id)
-        stack._log_request(self.command, self.path, response, result, (time.perf_counter() - started) * 1000)
-
-    do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = _proxy
-
-    def parse_request(self) -> bool:
-        """Send the other methods (TRACE, QUERY, ...) to the function too, as the template's
-        ``ANY /{proxy+}`` route does; its resolver answers 404 for a method it has no route for,
-        where http.server would answer 501, a server error for a request the API simply refuses."""
-        if not super().parse_request():
-            return False
-        if not hasattr(self, f"do_{self.command}") and _METHOD_NAME.fullmatch(self.command):
-            setattr(self, f"do_{self.command}", self._proxy)
-        return True
-
-    def _send(self, response: GatewayResponse, request_id: str) -> None:
-        status = response.status
-        try:
-            reason = HTTPStatus(status).phrase
-        except ValueError:
-            reason = ""
-        self.send_response_only(status, reason)
-        self.send_header("date", self.date_time_string())
-        for name, value in response.headers:
-            self.send_header(name, value)
-        self.send_header("apigw-requestid", request_id)
-        bodiless = status < 200 or status in (204, 304)
-        if not bodiless:
-            self.send_header("content-length", str(len(response.body)))
-        if self.close_connection:
-            self.send_header("connection", "close")
-        self.end_headers()
-        if not bodiless and self.command != "HEAD":
-            self.wfile.write(response.body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        message = format % args
-        if not message.startswith("Request timed out"):  # an idle keep-alive connection closing
-            self.server.stack._log(message)
 
 
 # -- the stack -------------------------------------------------------------------------------------
@@ -743,15 +136,15 @@ class DevStack:
             handler_path=default_handler(EXECUTOR_HANDLER), name=function_name.replace("-api", "") + "-executor",
             memory_mb=1024, timeout=executor_timeout, region=region, max_concurrency=executor_concurrency)
         self._executor: LocalFunction | None = None
-        self._event_source: Any = None
+        self._event_source: SqsEventSource | None = None
         self._control: threading.Thread | None = None
         self._control_stop = threading.Event()
-        self._scheduler: Any = None
-        self.provisioned: Any = None
+        self._scheduler: SchedulerLoop | None = None
+        self.provisioned: ProvisionReport | None = None
         self._explicit_handler = bool(handler)
         self._log_lock = threading.Lock()
         self._moto: MotoServer | None = None
-        self._api: _ApiServer | None = None
+        self._api: ApiServer | None = None
         self._api_thread: threading.Thread | None = None
         self._function: LocalFunction | None = None
         self._saved_env: dict[str, str | None] | None = None
@@ -771,7 +164,7 @@ class DevStack:
             raise HandlerError(f"no handler file at {self.handler_path}{hint}")
         try:
             try:  # bind first: a busy port fails before anything else starts
-                self._api = _ApiServer((self.host, self.port), self)
+                self._api = ApiServer((self.host, self.port), self.invoke, self._log, self.integration_timeout)
             except OSError as exc:
                 raise StratoflowError(f"cannot serve the API on {self.host}:{self.port}: {exc.strerror or exc} "
                                       "(choose another port; 0 picks a free one)") from exc
@@ -821,8 +214,6 @@ class DevStack:
             self._moto = None
         self._restore_env()
         if self._werkzeug_level is not None:
-            import logging
-
             logging.getLogger("werkzeug").setLevel(self._werkzeug_level)
             self._werkzeug_level = None
         if leftovers:
@@ -880,20 +271,10 @@ class DevStack:
     def control_tick(self) -> dict[str, int]:
         """One pass of the control loop: the janitor's tick (late runs, lost executors, finished
         cancellations, dead slots, runs that came due sent to their queues). Returns its counts."""
-        from stratoflow.janitor import tick
-        from stratoflow.settings import get_settings
-        from stratoflow.storage import get_server_store
-
         return tick(get_server_store(), get_settings()).counts()
 
     # -- internals --------------------------------------------------------------------------------
     def _start_executor(self) -> None:
-        from stratoflow.local.event_sources import SqsEventSource, lambda_pool_targets
-        from stratoflow.local.scheduler_loop import SchedulerLoop
-        from stratoflow.settings import get_settings
-        from stratoflow.storage import get_server_store
-        from stratoflow.workpools.sqs import SqsQueues
-
         self._executor = LocalFunction(self.executor_config)
         self._executor.start()
         queues = SqsQueues(get_settings())
@@ -938,7 +319,7 @@ class DevStack:
             if done:
                 self._log(f"janitor: {done}")
 
-    def _log_execution(self, messages: list[Any], result: InvocationResult) -> None:
+    def _log_execution(self, messages: list[ReceivedMessage], result: InvocationResult) -> None:
         for message in messages:
             try:
                 run_id = json.loads(message.body).get("flow_run_id", "?")
@@ -975,19 +356,12 @@ class DevStack:
 
     @staticmethod
     def _reset_sdk() -> None:
-        from stratoflow import _aws
-        from stratoflow.settings import reset_settings
-
         reset_settings()
         _aws.clear_clients()
 
     def _provision(self) -> None:
         """The stack's resources from template.yaml (one topology with the deployed stack); a
         package installed without the template provisions what the code needs directly."""
-        from stratoflow.local.provision import default_template_path, provision_from_template
-        from stratoflow.settings import Settings
-        from stratoflow.storage.dynamodb import DynamoDBStore
-
         settings = Settings(backend="aws", aws_endpoint_url=self.urls.moto, table_prefix=self.table_prefix,
                             bucket=self.bucket, region=self.region)
         template = default_template_path()
@@ -995,8 +369,6 @@ class DevStack:
             self.provisioned = provision_from_template(settings, template)
             return
         self._log("no template.yaml to provision from (an installed package); creating the tables and bucket")
-        from stratoflow.storage.keys import ensure_result_key_secret, home_key
-
         ensure_result_key_secret(settings, self.result_key_secret, home_key(settings.home).hex())
         store = DynamoDBStore(settings)
         try:
@@ -1006,8 +378,6 @@ class DevStack:
 
     def _quiet_werkzeug(self) -> None:
         # moto's server logs every request through werkzeug at INFO; the stack logs its own.
-        import logging
-
         logger = logging.getLogger("werkzeug")
         self._werkzeug_level = logger.level
         logger.setLevel(logging.WARNING)
@@ -1022,22 +392,3 @@ class DevStack:
                 self.log_stream.flush()
             except (OSError, ValueError):
                 pass
-
-    def _log_request(self, method: str, target: str, response: GatewayResponse, result: InvocationResult | None,
-                     elapsed_ms: float) -> None:
-        if self.log_stream is None:
-            return
-        line = f"{method} {target} -> {response.status} ({elapsed_ms:.1f} ms"
-        if result is not None and result.init_ms is not None:
-            line += f", cold start {result.init_ms:.0f} ms"
-        line += ")"
-        if result is not None and result.error is not None:
-            error = result.error
-            line += f"\n  [ERROR] {error.get('errorType')}: {error.get('errorMessage')}"
-            trace = "".join(error.get("stackTrace") or [])
-            if trace:
-                line += "\n  Traceback (most recent call last):\n" + trace.rstrip("\n")
-        elif result is not None and result.abandoned:
-            line += f"\n  [ERROR] the function did not answer within {self.integration_timeout:.0f} s " \
-                    "(API Gateway's integration timeout)"
-        self._log(line)
