@@ -90,8 +90,8 @@ class ApiBackend:
 
     def reset(self) -> None:
         """Forget everything: moto's state goes, the tables and bucket are created again."""
-        from stratoflow import _aws
         from stratoflow.settings import Settings
+        from stratoflow.storage import aws as _aws
         from stratoflow.storage.dynamodb import DynamoDBStore
         from stratoflow.storage.keys import ensure_result_key_secret
 
@@ -139,7 +139,8 @@ def _api_env(backend: ApiBackend, home: Path, monkeypatch: pytest.MonkeyPatch) -
 def _forget_client_caches() -> None:
     """Caches of this process that would outlive the stack's reset: AWS clients, and the flow
     records the engine has ensured (keyed by the store object, which stays the same over the API)."""
-    from stratoflow import _aws, flows
+    from stratoflow import flows
+    from stratoflow.storage import aws as _aws
 
     _aws.clear_clients()
     with flows._known_lock:

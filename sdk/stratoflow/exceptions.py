@@ -24,6 +24,16 @@ class ObjectAlreadyExists(StratoflowError):
     pass
 
 
+class ObjectVersionConflict(StratoflowError):
+    """A conditional write of an object found another version than the one expected."""
+
+    def __init__(self, kind: str, key: str, expected: int | None) -> None:
+        super().__init__(f"{kind} {key!r} changed concurrently (expected version {expected}); read it and retry")
+        self.kind = kind
+        self.key = key
+        self.expected = expected
+
+
 class StaleRunError(StratoflowError):
     """A conditional write lost a race: someone else changed the run first.
 

@@ -151,7 +151,8 @@ def parse_message(body: str) -> RunMessage:
 def package_root(store: Store, settings: Settings, deployment: Deployment) -> Path:
     """The deployment's package, downloaded (only from this stack's bucket), verified and extracted
     in the package cache: where its flow code is imported from."""
-    from stratoflow.deployments.packaging import materialize_package, package_uri_problem
+    from stratoflow.deployments.packaging import materialize_package
+    from stratoflow.packages import package_uri_problem
 
     if not deployment.entrypoint:
         raise StratoflowError(f"deployment {deployment.flow_name}/{deployment.name} has no entrypoint")

@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, cast, get_ty
 from pydantic import ConfigDict, ValidationError, create_model
 from pydantic_core import to_jsonable_python
 
-from stratoflow import results as _results
 from stratoflow.context import FlowRunContext, current_tags, flow_run_ctx
 from stratoflow.control import transitions
 from stratoflow.exceptions import FlowRunTimeout, ParameterValidationError, raise_on_name_with_banned_characters
@@ -46,6 +45,7 @@ from stratoflow.states import (
     TimedOut,
     now,
 )
+from stratoflow.storage import results as _results
 
 if TYPE_CHECKING:
     from stratoflow.storage.base import Store

@@ -30,13 +30,13 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from stratoflow.control import transitions
-from stratoflow.exceptions import ObjectAlreadyExists, ObjectNotFound, StaleRunError
+from stratoflow.exceptions import ObjectAlreadyExists, ObjectNotFound, ObjectVersionConflict, StaleRunError
 from stratoflow.models import FlowRun, ObjectKind, TaskRun
 from stratoflow.orchestration import RunKind
 from stratoflow.states import Cancelled, Crashed, Late, State, StateType
 from stratoflow.states import now as utc_now
 from stratoflow.storage import slots as concurrency
-from stratoflow.storage.base import FlowRunQuery, ObjectVersionConflict
+from stratoflow.storage.base import FlowRunQuery
 
 if TYPE_CHECKING:
     from stratoflow.settings import Settings

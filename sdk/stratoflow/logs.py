@@ -12,54 +12,19 @@ a write that is retried (a request whose answer was lost) stores no second copy.
 from __future__ import annotations
 
 import builtins
-import itertools
 import logging
-import os
-import secrets
 import sys
 import threading
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from stratoflow.models import Log
+from stratoflow.models import Log, log_id, next_log_seq
 
 if TYPE_CHECKING:
     from stratoflow.storage.base import Store
 
-_seq = itertools.count(1)
 _print_to_log: ContextVar[bool] = ContextVar("stratoflow_log_prints", default=False)
-
-
-def _new_tag() -> str:
-    return secrets.token_hex(6)
-
-
-# This process's part of every log id. A forked child gets its own: it inherits the counter too,
-# and the two must not give out the same ids.
-_tag = _new_tag()
-
-
-def _retag() -> None:
-    global _tag
-    _tag = _new_tag()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_retag)
-
-
-def log_id(seq: int) -> str:
-    """The id of this process's log line number ``seq``: ``<process tag>-<seq, 10 digits>``.
-
-    Stored after the timestamp in the line's key, so a line written twice (a retried batch) is
-    one item, and lines of one process with the same timestamp keep their emitted order."""
-    return f"{_tag}-{seq:010d}"
-
-
-def new_log_id() -> str:
-    """A fresh id for a line that was made without one."""
-    return log_id(next(_seq))
 
 
 # Tries of one log line's write before it is given up (and said so on stderr).
@@ -166,7 +131,7 @@ class RunLogHandler(logging.Handler):
             message = record.getMessage()
             if record.exc_info:
                 message += "\n" + logging.Formatter().formatException(record.exc_info)
-            seq = next(_seq)
+            seq = next_log_seq()
             get_log_buffer(store).add(Log(
                 flow_run_id=flow_run_id, task_run_id=task_run_id, name=record.name, level=record.levelno,
                 message=message, timestamp=datetime.fromtimestamp(record.created, UTC), seq=seq, id=log_id(seq),

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import random
+import secrets
 import uuid
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -23,6 +25,47 @@ def new_id() -> str:
     """A random (version 4) UUID. Drawn from a seeded PRNG rather than os.urandom: ids need to
     be unique, not secret, and a syscall per id showed up in per-task overhead."""
     return str(uuid.UUID(int=_ids.getrandbits(128), version=4))
+
+
+# -- log line ids -------------------------------------------------------------------------------
+_seq = itertools.count(1)
+
+
+def _new_tag() -> str:
+    return secrets.token_hex(6)
+
+
+# This process's part of every log id. A forked child gets its own: it inherits the counter too,
+# and the two must not give out the same ids.
+_tag = _new_tag()
+
+
+def _retag() -> None:
+    global _tag
+    _tag = _new_tag()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_retag)
+
+
+def log_id(seq: int) -> str:
+    """The id of this process's log line number ``seq``: ``<process tag>-<seq, 10 digits>``.
+
+    Stored after the timestamp in the line's key, so a line written twice (a retried batch) is
+    one item, and lines of one process with the same timestamp keep their emitted order."""
+    return f"{_tag}-{seq:010d}"
+
+
+def new_log_id() -> str:
+    """A fresh id for a line that was made without one."""
+    return log_id(next(_seq))
+
+
+def next_log_seq() -> int:
+    """The next number of this process's log lines (ids and the order of equal timestamps)."""
+    return next(_seq)
+
 
 
 class ObjectKind(StrEnum):

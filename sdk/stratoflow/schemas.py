@@ -16,7 +16,8 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 from stratoflow.exceptions import BANNED_CHARACTERS, raise_on_name_with_banned_characters
 from stratoflow.models import Log, WorkPoolType
 from stratoflow.orchestration import OrchestrationResult, ResponseStatus
-from stratoflow.schedules.models import DeploymentScheduleIn
+from stratoflow.packages import entrypoint_problem, relative_path_problem
+from stratoflow.schedules.checks import DeploymentScheduleIn
 from stratoflow.states import State, StateDetails, StateType, now
 
 # Limits. API Gateway accepts up to 10 MB and Lambda 6 MB; the API keeps requests far below both.
@@ -297,18 +298,15 @@ class DeploymentCreate(_Body):
     @field_validator("entrypoint")
     @classmethod
     def _entrypoint_inside_the_package(cls, value: str | None) -> str | None:
-        if value is not None:
-            from stratoflow.deployments.packaging import check_entrypoint
-
-            check_entrypoint(value)  # an EntrypointError is a ValueError: a 422 naming body.entrypoint
+        problem = None if value is None else entrypoint_problem(value)
+        if problem is not None:
+            raise ValueError(problem)  # a 422 naming body.entrypoint
         return value
 
     @field_validator("path")
     @classmethod
     def _path_inside_the_package(cls, value: str | None) -> str | None:
         if value:
-            from stratoflow.deployments.packaging import relative_path_problem
-
             problem = relative_path_problem(value)
             if problem is not None:
                 raise ValueError(f"path {value!r} {problem}")

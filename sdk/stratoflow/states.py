@@ -81,7 +81,7 @@ class State(BaseModel):
     timestamp: datetime = Field(default_factory=now)
     message: str | None = None
     state_details: StateDetails = Field(default_factory=StateDetails)
-    # Reference to a persisted result (inline bytes or an S3 key); see stratoflow.results.
+    # Reference to a persisted result (inline bytes or an S3 key); see stratoflow.storage.results.
     result_ref: dict[str, Any] | None = None
     # The value in this process's memory, when the state was produced here (not serialized).
     _data: Any = PrivateAttr(default=None)
@@ -136,7 +136,7 @@ class State(BaseModel):
         Loading goes through the active result store (inline or S3), so a state read back
         with ``get_client()`` in another process gives the same value.
         """
-        from stratoflow.results import load_state_result
+        from stratoflow.storage.results import load_state_result
 
         return load_state_result(self, raise_on_failure=raise_on_failure)
 

@@ -25,7 +25,6 @@ from collections.abc import Callable, Iterable
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, cast, overload
 
-from stratoflow import results as _results
 from stratoflow.cache_policies import NO_CACHE, CachePolicy, Inputs
 from stratoflow.context import TaskRunContext, current_tags, flow_run_ctx, task_run_ctx
 from stratoflow.control import transitions
@@ -47,6 +46,7 @@ from stratoflow.states import (
     TimedOut,
     now,
 )
+from stratoflow.storage import results as _results
 
 if TYPE_CHECKING:
     from stratoflow.context import FlowRunContext

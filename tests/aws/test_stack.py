@@ -92,9 +92,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
 @pytest.fixture
 def sdk_on_stack(stack: dict[str, str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, str]:
     """The SDK configured exactly as `stratoflow config from-stack` configures it."""
-    from stratoflow import _aws
     from stratoflow.cli_config import settings_from_outputs
     from stratoflow.settings import _STACK_VARS, reset_settings
+    from stratoflow.storage import aws as _aws
 
     for var in _STACK_VARS:
         monkeypatch.delenv(var, raising=False)

@@ -64,8 +64,8 @@ def ui_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackClient]:
 def over_stack(ui_stack: StackClient, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[StackClient]:
     """This process's SDK pointed at the stack (``STRATOFLOW_API_URL`` ...): a ``@flow`` called
     here records its runs, task runs and logs through the API."""
-    from stratoflow import _aws
     from stratoflow.settings import reset_settings
+    from stratoflow.storage import aws as _aws
 
     for name in list(os.environ):
         if name.startswith(("STRATOFLOW_", "AWS_")):

@@ -322,8 +322,7 @@ def test_concurrency_limits(api: Api, journal: Callable[[], int]) -> None:
 
 # -- the store ------------------------------------------------------------------------------------
 def test_store_objects_conditions_and_pages(client: Any) -> None:
-    from stratoflow.exceptions import ObjectAlreadyExists, ObjectNotFound
-    from stratoflow.storage.base import ObjectVersionConflict
+    from stratoflow.exceptions import ObjectAlreadyExists, ObjectNotFound, ObjectVersionConflict
 
     store = client.store
     kind = uid("kind")

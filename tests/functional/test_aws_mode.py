@@ -9,8 +9,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from stratoflow import _aws
 from stratoflow.settings import reset_settings
+from stratoflow.storage import aws as _aws
 
 
 @pytest.fixture

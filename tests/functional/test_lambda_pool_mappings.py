@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from stratoflow import _aws
 from stratoflow.client import get_client
 from stratoflow.exceptions import ObjectNotFound, RequestRefused
 from stratoflow.settings import get_settings, reset_settings
+from stratoflow.storage import aws as _aws
 from stratoflow.workpools.mappings import BATCH_SIZE, RESPONSE_TYPES, ExecutorMappings
 from stratoflow.workpools.naming import queue_name
 

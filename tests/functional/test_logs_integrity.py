@@ -256,7 +256,7 @@ def test_lines_stored_before_ids_still_read_back(client: Any) -> None:
 
 
 def test_emitted_records_get_ordered_unique_ids(client: Any) -> None:
-    from stratoflow.logs import log_id, new_log_id
+    from stratoflow.models import log_id, new_log_id
 
     first, second = new_log_id(), new_log_id()
     assert first != second and first < second
@@ -267,8 +267,8 @@ def test_emitted_records_get_ordered_unique_ids(client: Any) -> None:
 def test_a_failed_log_write_is_tried_again_and_then_said_lost(capsys: Any) -> None:
     """Writes are idempotent, so the buffer retries a failed batch (with the next write) instead of
     dropping it; after WRITE_ATTEMPTS it gives up and says so."""
-    from stratoflow.logs import WRITE_ATTEMPTS, LogBuffer, new_log_id
-    from stratoflow.models import Log
+    from stratoflow.logs import WRITE_ATTEMPTS, LogBuffer
+    from stratoflow.models import Log, new_log_id
 
     class Flaky:
         def __init__(self, failures: int) -> None:

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from stratoflow import _aws
 from stratoflow.local.provision import ProvisionError, load_template, provision_from_template
 from stratoflow.settings import get_settings
+from stratoflow.storage import aws as _aws
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "template.yaml"

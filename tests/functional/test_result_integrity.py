@@ -32,9 +32,9 @@ from test_api_handler import (  # noqa: F401 - fixtures shared with the handler 
 from stratoflow import flow, task
 from stratoflow.models import CacheEntry, FlowRun, TaskRun
 from stratoflow.orchestration import RunKind
-from stratoflow.results import ResultIntegrityError, key_id
 from stratoflow.settings import get_settings
 from stratoflow.states import Completed, Pending, Running
+from stratoflow.storage.results import ResultIntegrityError, key_id
 
 Api = Callable[..., Reply]
 

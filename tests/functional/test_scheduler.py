@@ -310,7 +310,7 @@ def test_manual_runs_are_never_deleted(store: Store, settings: Settings, clock: 
 
 # -- EventBridge provisioning (moto) ----------------------------------------------------------
 def test_scheduler_client_works_on_the_embedded_backend(settings: Settings) -> None:
-    from stratoflow import _aws
+    from stratoflow.storage import aws as _aws
 
     client = _aws.client("scheduler", settings)
     assert client.list_schedule_groups()["ScheduleGroups"] is not None

@@ -40,7 +40,7 @@ def _of_type(template: dict[str, Any], type_: str) -> dict[str, dict[str, Any]]:
 
 
 def _describe_tables(settings: Settings) -> dict[str, dict[str, Any]]:
-    from stratoflow import _aws
+    from stratoflow.storage import aws as _aws
 
     client = _aws.client("dynamodb", settings)
     out = {}
@@ -93,7 +93,7 @@ def test_template_declares_exactly_the_store_tables(template: dict[str, Any]) ->
 
 
 def test_default_pool_queues_are_named_and_configured_as_the_code_makes_them() -> None:
-    from stratoflow import _aws
+    from stratoflow.storage import aws as _aws
     from stratoflow.workpools.naming import DEFAULT_QUEUE, dlq_name, queue_name
     from stratoflow.workpools.sqs import SqsQueues
 

@@ -177,8 +177,8 @@ def dev_stack(dev_stack_launcher: Callable[..., DevStackProcess]) -> Iterator[De
 @pytest.fixture
 def over_api(dev_stack: DevStackProcess, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Any]:
     """This process's SDK pointed at the session's stack (``get_store()`` is its ApiStore)."""
-    from stratoflow import _aws
     from stratoflow.settings import reset_settings
+    from stratoflow.storage import aws as _aws
     from stratoflow.storage import get_store
     from stratoflow.storage.api_store import ApiStore
 

@@ -187,7 +187,7 @@ def test_stale_commit_duplicate_create_cache_and_validation(over_api: ApiStore) 
     # Cache entries round-trip; a missing one is None.
     key = _unique("cache-key")
     assert over_api.read_cache(key) is None
-    from stratoflow.results import persist_value
+    from stratoflow.storage.results import persist_value
 
     state = Completed()
     state.result_ref = persist_value(over_api, {"rows": 3}, inline_max=1024, prefix="results/")  # signed

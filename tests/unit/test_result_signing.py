@@ -1,5 +1,5 @@
 """Result references: JSON when a value is plain JSON, pickle otherwise, always signed; a pickle is
-loaded only after its signature verifies (stratoflow.results)."""
+loaded only after its signature verifies (stratoflow.storage.results)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from stratoflow.results import (
+from stratoflow.storage.results import (
     KeySigner,
     ResultIntegrityError,
     ResultKeyUnavailable,

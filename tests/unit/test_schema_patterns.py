@@ -17,8 +17,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stratoflow.deployments.packaging import EntrypointError, check_entrypoint, relative_path_problem
+from stratoflow.deployments.packaging import EntrypointError, check_entrypoint
 from stratoflow.exceptions import InvalidNameError, raise_on_name_with_banned_characters
+from stratoflow.packages import relative_path_problem
 from stratoflow.schemas import (
     ENTRYPOINT_PATTERN,
     LEVEL_NAME_PATTERN,

@@ -495,7 +495,7 @@ def _register_object_routes(app: Any, responses: Any, count: Any) -> None:
 
     from stratoflow.api.errors import error_body
     from stratoflow.control import concurrency_limits, deployments, flow_runs, task_runs, work_pools
-    from stratoflow.exceptions import ObjectAlreadyExists
+    from stratoflow.exceptions import ObjectAlreadyExists, ObjectVersionConflict
     from stratoflow.models import ConcurrencyLimit, Deployment, Flow, FlowRun, TaskRun, WorkPool, WorkQueue
     from stratoflow.schemas import (
         ConcurrencyLimitCreate,
@@ -512,7 +512,6 @@ def _register_object_routes(app: Any, responses: Any, count: Any) -> None:
     )
     from stratoflow.settings import get_settings
     from stratoflow.storage import get_store
-    from stratoflow.storage.base import ObjectVersionConflict
 
     JSON = content_types.APPLICATION_JSON
 

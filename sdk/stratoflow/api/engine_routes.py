@@ -139,10 +139,10 @@ def check_refs(states: Sequence[State], where: str, run: FlowRun | TaskRun | Non
                run_where: str = "body", *, indexed: bool = True) -> None:
     """Refuse (422, naming the field) any result reference a runner of this stack did not write,
     and a parameters reference outside the stack's bucket: what a client sends is never trusted
-    to be deserialised later (see ``stratoflow.results``)."""
-    from stratoflow.results import ResultIntegrityError, check_ref, check_uri
+    to be deserialised later (see ``stratoflow.storage.results``)."""
     from stratoflow.settings import get_settings
     from stratoflow.storage.keys import local_signer
+    from stratoflow.storage.results import ResultIntegrityError, check_ref, check_uri
 
     settings = get_settings()
     try:

@@ -29,6 +29,7 @@ from stratoflow.control.parameters import check_parameter_schema
 from stratoflow.control.records import all_records, deployment_id, read_record, settings_or_default, write_record
 from stratoflow.control.schedules import on_deployment_changed
 from stratoflow.control.work_pools import read_work_pool, read_work_queue
+from stratoflow.packages import package_uri_problem
 
 
 def upsert_deployment(store: Store, request: DeploymentCreate,
@@ -46,8 +47,6 @@ def upsert_deployment(store: Store, request: DeploymentCreate,
         raise Unprocessable("body.work_queue_name: needs work_pool_name")
     if request.package_uri is not None or request.package_sha256 is not None:
         # Executors fetch a deployment's code from package_uri: only the stack's own bucket.
-        from stratoflow.deployments.packaging import package_uri_problem
-
         problem = package_uri_problem(request.package_uri, request.package_sha256, settings_or_default(settings).bucket)
         if problem is not None:
             raise Unprocessable(f"body.package_uri: {problem}")

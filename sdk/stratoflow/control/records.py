@@ -18,9 +18,10 @@ from stratoflow.exceptions import (
     Conflict,
     ObjectAlreadyExists,
     ObjectNotFound,
+    ObjectVersionConflict,
 )
 from stratoflow.models import ObjectKind
-from stratoflow.storage.base import ObjectVersionConflict, StoredObject
+from stratoflow.storage.base import StoredObject
 
 if TYPE_CHECKING:
     from stratoflow.settings import Settings

@@ -208,7 +208,7 @@ def _read_cursor(store: Store, deployment: Deployment, schedule: DeploymentSched
 
 def _write_cursor(store: Store, deployment: Deployment, schedule: DeploymentSchedule, cursor: _Cursor,
                   at: datetime) -> bool:
-    from stratoflow.storage.base import ObjectVersionConflict
+    from stratoflow.exceptions import ObjectVersionConflict
 
     doc = {"cursor": at.isoformat(), "fingerprint": cursor.fingerprint, "deployment_id": deployment.id,
            "schedule_id": schedule.id, "deployment_version": cursor.deployment_version}
@@ -345,7 +345,7 @@ def delete_stale_runs(store: Store, deployment: Deployment, now: datetime | None
 def _restart_cursor(store: Store, deployment: Deployment, schedule: DeploymentSchedule, now: datetime) -> None:
     """Start the schedule's tick cursor at ``now``, once per deployment version (a second call
     for the same change leaves the cursor where the tick has moved it)."""
-    from stratoflow.storage.base import ObjectVersionConflict
+    from stratoflow.exceptions import ObjectVersionConflict
 
     key = cursor_key(deployment.id, schedule.id)
     doc = {"cursor": now.isoformat(), "fingerprint": fingerprint(schedule), "deployment_id": deployment.id,

@@ -27,19 +27,18 @@ from stratoflow.deployments.packaging import (
     build_package,
     check_entrypoint,
     load_entrypoint,
-    package_uri_for,
-    package_uri_problem,
     parse_entrypoint,
     upload_package,
 )
 from stratoflow.exceptions import ObjectNotFound, ParameterValidationError
+from stratoflow.packages import package_uri_for, package_uri_problem
+from stratoflow.schedules.checks import check_new_schedule
 from stratoflow.schedules.models import (
     CronSchedule,
     DeploymentSchedule,
     IntervalSchedule,
     RRuleSchedule,
     Schedule,
-    check_new_schedule,
 )
 
 if TYPE_CHECKING:
@@ -95,9 +94,7 @@ def _attribute_name(flow: Flow[..., Any]) -> str:
 def _resolve(flow_or_entrypoint: Flow[..., Any] | str, source_dir: Path | str | None) -> tuple[
         Flow[..., Any], str, Path]:
     """(flow, entrypoint relative to the source dir, source dir)."""
-    from stratoflow.flows import Flow
-
-    if isinstance(flow_or_entrypoint, Flow):
+    if not isinstance(flow_or_entrypoint, str):
         flow = flow_or_entrypoint
         try:
             file = Path(inspect.getsourcefile(flow.fn) or "").resolve()

@@ -40,6 +40,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from stratoflow.exceptions import StratoflowError
+from stratoflow.packages import (
+    SHA256,
+    DeployableFlow,
+    entrypoint_form_problem,
+    entrypoint_problem,
+    package_key,
+    package_uri_for,
+    relative_path_problem,
+)
 
 if TYPE_CHECKING:
     from stratoflow.flows import Flow
@@ -59,7 +68,6 @@ DEFAULT_IGNORES = (".git", "__pycache__", "*.pyc", ".venv", "venv", ".stratoflow
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)
 _FILE_MODE = 0o100644 << 16
 _DIR_MODE = (0o040755 << 16) | 0x10
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 # The platform of the executor Lambda (python3.13 on Amazon Linux 2023: glibc 2.34, x86_64), for
 # vendoring wheels from another machine. pip does not expand manylinux_2_x tags to older ones, so
 # every compatible one is listed (manylinux2014 brings manylinux2010 and manylinux1).
@@ -99,29 +107,6 @@ class Package:
     @property
     def key(self) -> str:
         return package_key(self.sha256)
-
-
-def package_key(sha256: str) -> str:
-    """The S3 key of the package with this hash: the only place a package lives."""
-    return f"packages/{sha256}.zip"
-
-
-def package_uri_for(bucket: str, sha256: str) -> str:
-    """The one URI a deployment may record for its package: the stack's bucket, ``packages/<sha256>.zip``."""
-    return f"s3://{bucket}/{package_key(sha256)}"
-
-
-def package_uri_problem(uri: str | None, sha256: str | None, bucket: str) -> str | None:
-    """Why ``uri``/``sha256`` cannot be a deployment's package (None when they can). Only the
-    stack's own bucket is read: a URI elsewhere would make executors fetch code from anywhere."""
-    if uri is None or sha256 is None:
-        return "package_uri and package_sha256 go together"
-    if not _SHA256.match(sha256.lower()):
-        return f"package_sha256 {sha256!r} is not 64 hex digits"
-    expected = package_uri_for(bucket, sha256.lower())
-    if uri != expected:
-        return f"package_uri {uri!r} is not where this stack keeps that package: it must be {expected}"
-    return None
 
 
 def human_size(n: float) -> str:
@@ -283,36 +268,20 @@ def _vendor(requirements: list[str] | Path, *, lambda_platform: bool, pip_args: 
 # -- building -------------------------------------------------------------------------------------
 def parse_entrypoint(entrypoint: str) -> tuple[str, str]:
     """``path/to/file.py:flow_fn`` -> (path, attribute)."""
-    path, sep, attr = entrypoint.rpartition(":")
-    if not sep or not path or not attr or not path.endswith(".py"):
-        raise EntrypointError(f"entrypoint {entrypoint!r} is not path/to/file.py:flow_function")
+    problem = entrypoint_form_problem(entrypoint)
+    if problem is not None:
+        raise EntrypointError(problem)
+    path, _, attr = entrypoint.rpartition(":")
     return path, attr
-
-
-def relative_path_problem(path: str) -> str | None:
-    """Why ``path`` could name something outside a package (None when it cannot): absolute
-    paths, ``..`` components, ``\\`` separators (``..\\x`` leaves the package on Windows)."""
-    if not path:
-        return "is empty"
-    if "\x00" in path:
-        return "contains a NUL character"
-    if path.startswith("/") or re.match(r"^[A-Za-z]:", path):
-        return "is absolute: give it relative to the package root"
-    if "\\" in path:
-        return "contains a backslash: use / as the separator"
-    if ".." in path.split("/"):
-        return "has a '..' component: it must stay inside the package"
-    return None
 
 
 def check_entrypoint(entrypoint: str) -> tuple[str, str]:
     """``parse_entrypoint`` plus the refusal of a file outside the package (what the API and the
     executor both require)."""
-    rel_path, attr = parse_entrypoint(entrypoint)
-    problem = relative_path_problem(rel_path)
+    problem = entrypoint_problem(entrypoint)
     if problem is not None:
-        raise EntrypointError(f"entrypoint {entrypoint!r}: the file {rel_path!r} {problem}")
-    return rel_path, attr
+        raise EntrypointError(problem)
+    return parse_entrypoint(entrypoint)
 
 
 def _zip_entry(name: str, is_dir: bool = False) -> zipfile.ZipInfo:
@@ -733,7 +702,7 @@ def materialize_package(uri: str, sha256: str, *, get_blob: Callable[[str], byte
     winner's copy once it has checked it.
     """
     sha256 = sha256.lower()
-    if not _SHA256.match(sha256):
+    if not SHA256.match(sha256):
         raise PackagingError(f"package sha256 {sha256!r} is not 64 hex digits")
     root = private_cache_root(Path(cache_root))
     target = root / sha256
@@ -803,8 +772,6 @@ def load_entrypoint(root: Path, entrypoint: str) -> Flow[..., Any]:
     attribute. ``root`` and ``root/_vendor`` go first on ``sys.path`` so the package's own modules
     and vendored requirements win over what is installed. A file outside ``root`` is refused
     (absolute, ``..``, or a symlink out): a deployment runs its package's code, nothing else."""
-    from stratoflow.flows import Flow
-
     rel_path, attr = check_entrypoint(entrypoint)
     root = Path(root).resolve()
     file = root / rel_path
@@ -818,7 +785,7 @@ def load_entrypoint(root: Path, entrypoint: str) -> Flow[..., Any]:
             sys.path.remove(entry)
         sys.path.insert(0, entry)
     obj = _attribute(_import_file(file, entrypoint), attr, file, entrypoint)
-    if not isinstance(obj, Flow):
+    if not isinstance(obj, DeployableFlow):
         raise EntrypointError(f"entrypoint {entrypoint!r}: {attr!r} is a {type(obj).__name__}, not a flow "
                               "(decorate it with @flow)")
-    return obj
+    return obj  # type: ignore[return-value]  # a Flow: the shape checked above

@@ -38,7 +38,6 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, NamedTuple, TextIO
 
-from stratoflow import _aws
 from stratoflow.exceptions import StratoflowError
 from stratoflow.janitor import tick
 from stratoflow.local.api_gateway import INTEGRATION_TIMEOUT
@@ -56,6 +55,7 @@ from stratoflow.local.provision import ProvisionReport, default_template_path, p
 from stratoflow.local.scheduler_loop import SchedulerLoop
 from stratoflow.local.threaded_server import STOP_TIMEOUT
 from stratoflow.settings import Settings, get_settings, reset_settings
+from stratoflow.storage import aws as _aws
 from stratoflow.storage import get_server_store
 from stratoflow.storage.dynamodb import DynamoDBStore
 from stratoflow.storage.keys import ensure_result_key_secret, home_key

@@ -2,7 +2,7 @@
 
 ``provision_from_template(settings)`` reads the SAM template, resolves its parameters and
 intrinsic functions for local use, and creates every data resource it declares through the
-clients of ``stratoflow._aws`` (so at ``settings.aws_endpoint_url``, or in the embedded cloud):
+clients of ``stratoflow.storage.aws`` (so at ``settings.aws_endpoint_url``, or in the embedded cloud):
 
 ==============================  ===============================================================
 ``AWS::DynamoDB::Table``        ``CreateTable`` (keys, indexes, billing, SSE), then TTL and
@@ -48,9 +48,9 @@ from typing import Any
 
 import yaml
 
-from stratoflow import _aws
 from stratoflow.exceptions import StratoflowError
 from stratoflow.settings import Settings
+from stratoflow.storage import aws as _aws
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 TEMPLATE_NAME = "template.yaml"

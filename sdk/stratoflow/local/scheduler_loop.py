@@ -136,7 +136,7 @@ class SchedulerLoop:
         return at
 
     def _save(self, name: str, at: datetime) -> None:
-        from stratoflow.storage.base import ObjectVersionConflict
+        from stratoflow.exceptions import ObjectVersionConflict
 
         doc = {"cursor": at.isoformat()}
         version = self._versions.get(name)

@@ -30,10 +30,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from stratoflow.results import ResultIntegrityError, ResultKeyUnavailable
 from stratoflow.sandbox.scope import RunScope, admit, allow, readable_blob, segments
 from stratoflow.settings import Settings
 from stratoflow.storage.base import Store
+from stratoflow.storage.results import ResultIntegrityError, ResultKeyUnavailable
 
 logger = logging.getLogger("stratoflow.sandbox")
 MAX_BODY_BYTES = 512 * 1024 * 1024  # results may be large; the API routes keep their own 1 MiB limit

@@ -48,7 +48,7 @@ def harden() -> bool:
 def _preload() -> None:
     import stratoflow.deployments.packaging
     import stratoflow.flows
-    import stratoflow.sandbox.client
+    import stratoflow.storage.sandbox_store
     import stratoflow.tasks  # noqa: F401
 
 
@@ -155,8 +155,8 @@ def run_job(job: dict[str, Any]) -> int:
     for name in [n for n in os.environ if n.startswith("STRATOFLOW_")]:
         del os.environ[name]  # the zygote's may be stale: the job carries the runtime's current ones
     os.environ.update(job["env"])
-    from stratoflow import _aws
     from stratoflow.settings import get_settings, reset_settings
+    from stratoflow.storage import aws as _aws
 
     reset_settings()
     _aws.clear_clients()

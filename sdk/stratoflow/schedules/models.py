@@ -15,7 +15,6 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import (
-    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -182,24 +181,5 @@ class DeploymentSchedule(_Schedule):
                     detail["ctx"] = err["ctx"]
                 details.append(detail)  # type: ignore[arg-type]
             raise ValidationError.from_exception_data(exc.title, details) from None
-
-
-def check_new_schedule(schedule: DeploymentSchedule) -> DeploymentSchedule:
-    """What a schedule being created or changed must also be: an rrule must fire at least
-    ``MIN_INTERVAL_SECONDS`` apart and have slots computable within limits (``slots.rrule_problem``).
-    Not part of the record's validation, so a deployment stored before these limits still loads."""
-    spec = schedule.schedule
-    if isinstance(spec, RRuleSchedule):
-        from stratoflow.schedules.slots import rrule_problem
-
-        problem = rrule_problem(spec)
-        if problem is not None:
-            raise ValidationError.from_exception_data("DeploymentSchedule", [{
-                "type": "value_error", "loc": ("schedule", "rrule"), "input": spec.rrule,
-                "ctx": {"error": ValueError(problem)}}])
-    return schedule
-
-
 # A schedule as a request gives it (``DeploymentCreate.schedules``): errors name the field,
 # ``schedules.0.schedule.rrule: Value error, ...``.
-DeploymentScheduleIn = Annotated[DeploymentSchedule, AfterValidator(check_new_schedule)]

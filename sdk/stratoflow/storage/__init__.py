@@ -1,12 +1,21 @@
-"""Storage: the narrow ``Store`` interface and its one implementation on DynamoDB + S3."""
+"""Storage: the narrow ``Store`` interface (``base``) and its backends: DynamoDB + S3
+(``dynamodb``, embedded moto or AWS), the API (``api_store``, for a process that reaches the stack
+only over HTTP) and the sandbox's (``sandbox_store``, an API store through the runtime's gateway).
+Backends are small primitives; the logic they share lives in ``Store``'s public methods."""
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from typing import Any
 
+from stratoflow.settings import Settings, get_settings
+from stratoflow.storage.api_store import ApiStore
 from stratoflow.storage.base import LogPage, Store
+from stratoflow.storage.dynamodb import get_dynamodb_store
+from stratoflow.storage.sandbox_store import SandboxStore
 
-__all__ = ["LogPage", "Store", "get_server_store", "get_store", "using_store"]
+__all__ = ["LogPage", "Store", "get_api_store", "get_server_store", "get_store", "using_store"]
 
 _forced: ContextVar[Store | None] = ContextVar("stratoflow_store", default=None)
 
@@ -25,18 +34,11 @@ def using_store(store: Store) -> Iterator[Store]:
 def get_store() -> Store:
     """The process's store for the current settings: over the API when ``STRATOFLOW_API_URL``
     is set, else DynamoDB + S3 directly (embedded moto or real AWS)."""
-    from stratoflow.settings import get_settings
-
     forced = _forced.get()
     if forced is not None:
         return forced
-
     if get_settings().api_url:
-        from stratoflow.storage.api_store import get_api_store
-
         return get_api_store()
-    from stratoflow.storage.dynamodb import get_dynamodb_store
-
     return get_dynamodb_store()
 
 
@@ -44,6 +46,24 @@ def get_server_store() -> Store:
     """DynamoDB + S3 directly, even when an API URL is configured: what the control plane's own
     processes use (the executor function, workers, the janitor), which hold IAM access to the
     tables and run server-side operations (work pools, dispatch, heartbeats) themselves."""
-    from stratoflow.storage.dynamodb import get_dynamodb_store
-
     return get_dynamodb_store()
+
+
+_store: ApiStore | None = None
+_store_key: tuple[Any, ...] | None = None
+_store_lock = threading.Lock()
+
+
+def get_api_store(settings: Settings | None = None) -> ApiStore:
+    """The process's API store; rebuilt when the settings it was built from change (tests)."""
+    global _store, _store_key
+    settings = settings or get_settings()
+    key = (settings.api_url, settings.region, settings.bucket, settings.aws_endpoint_url, settings.resolved_backend,
+           settings.runtime_token)
+    with _store_lock:
+        if _store is None or _store_key != key:
+            if settings.runtime_token is not None:
+                _store, _store_key = SandboxStore(settings), key
+            else:
+                _store, _store_key = ApiStore(settings), key
+        return _store

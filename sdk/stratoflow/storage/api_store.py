@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 from stratoflow._http import ApiConflict, HttpTransport, get_transport, quote_segment
 from stratoflow.exceptions import ObjectNotFound, StaleRunError, StratoflowError
-from stratoflow.models import CacheEntry, Flow, FlowRun, Log, TaskRun
+from stratoflow.models import CacheEntry, Flow, FlowRun, Log, TaskRun, new_log_id
 from stratoflow.orchestration import RunKind
-from stratoflow.settings import Settings, get_settings
+from stratoflow.settings import Settings
 from stratoflow.states import State, StateType
 from stratoflow.storage.base import FlowRunQuery, LogPage, ObjectPage, Store, StoredObject
 from stratoflow.storage.blobs import S3Blobs
@@ -154,8 +153,6 @@ class ApiStore(S3Blobs, Store):
     def write_logs(self, logs: Sequence[Log]) -> None:
         """``POST /logs`` in batches. Every line carries its id and timestamp, so a batch the
         transport sends again (its answer was lost, or a 5xx) stores no duplicate lines."""
-        from stratoflow.logs import new_log_id
-
         batch: list[dict[str, Any]] = []
         size = 0
         for log in logs:
@@ -241,25 +238,3 @@ class ApiStore(S3Blobs, Store):
         path = f"/{kind.value}_runs/{quote_segment(run_id)}/set_state" + ("/force" if force else "")
         data: dict[str, Any] = self.http.request("POST", path, json_body=body)
         return data
-
-
-_store: ApiStore | None = None
-_store_key: tuple[Any, ...] | None = None
-_store_lock = threading.Lock()
-
-
-def get_api_store(settings: Settings | None = None) -> ApiStore:
-    """The process's API store; rebuilt when the settings it was built from change (tests)."""
-    global _store, _store_key
-    settings = settings or get_settings()
-    key = (settings.api_url, settings.region, settings.bucket, settings.aws_endpoint_url, settings.resolved_backend,
-           settings.runtime_token)
-    with _store_lock:
-        if _store is None or _store_key != key:
-            if settings.runtime_token is not None:
-                from stratoflow.sandbox.client import SandboxStore
-
-                _store, _store_key = SandboxStore(settings), key
-            else:
-                _store, _store_key = ApiStore(settings), key
-        return _store

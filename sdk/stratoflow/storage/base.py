@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar
 
-from stratoflow.exceptions import StratoflowError
 from stratoflow.models import CacheEntry, Flow, FlowRun, Log, TaskRun
 from stratoflow.orchestration import RunKind
-from stratoflow.results import Signer
 from stratoflow.states import State, StateType
+from stratoflow.storage import slots
+from stratoflow.storage.results import Signer
 
 
 @dataclass(frozen=True)
@@ -59,16 +59,6 @@ class ObjectPage:
     objects: list[StoredObject]
     # Pass back as ``cursor`` for the next page; None when this page was the last.
     next_cursor: str | None
-
-
-class ObjectVersionConflict(StratoflowError):
-    """A conditional write of an object found another version than the one expected."""
-
-    def __init__(self, kind: str, key: str, expected: int | None) -> None:
-        super().__init__(f"{kind} {key!r} changed concurrently (expected version {expected}); read it and retry")
-        self.kind = kind
-        self.key = key
-        self.expected = expected
 
 
 class Store(ABC):
@@ -114,15 +104,11 @@ class Store(ABC):
     # -- concurrency slots of tags (see stratoflow/storage/slots.py) ---------------------------------
     def acquire_tag_slots(self, tags: Sequence[str], holder: str) -> str | None:
         """Take a slot of every tag that has a limit, or none: returns the first full tag."""
-        from stratoflow.storage import slots as concurrency
-
-        full = concurrency.acquire_all(self, [concurrency.tag_limit(t) for t in tags], holder)
+        full = slots.acquire_all(self, [slots.tag_limit(t) for t in tags], holder)
         return full.key if full is not None else None
 
     def release_tag_slots(self, tags: Sequence[str], holder: str) -> None:
-        from stratoflow.storage import slots as concurrency
-
-        concurrency.release_all(self, [concurrency.tag_limit(t) for t in tags], holder)
+        slots.release_all(self, [slots.tag_limit(t) for t in tags], holder)
 
     # -- runs -------------------------------------------------------------------------------
     @abstractmethod

@@ -4,9 +4,9 @@ somewhere else, and reading it would use this process's credentials on its behal
 
 from __future__ import annotations
 
-from stratoflow import _aws
 from stratoflow.exceptions import StratoflowError
 from stratoflow.settings import Settings
+from stratoflow.storage import aws as _aws
 
 
 class S3Blobs:

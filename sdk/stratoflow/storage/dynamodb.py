@@ -45,13 +45,19 @@ from pynamodb.exceptions import DeleteError, DoesNotExist, GetError, PutError, T
 from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
 from pynamodb.models import Model
 
-from stratoflow import _aws
-from stratoflow.exceptions import ObjectAlreadyExists, ObjectNotFound, StaleRunError, StratoflowError
+from stratoflow.exceptions import (
+    ObjectAlreadyExists,
+    ObjectNotFound,
+    ObjectVersionConflict,
+    StaleRunError,
+    StratoflowError,
+)
 from stratoflow.models import CacheEntry, Flow, FlowRun, Log, TaskRun
 from stratoflow.orchestration import RunKind
 from stratoflow.settings import Settings, get_settings
 from stratoflow.states import State, StateType
-from stratoflow.storage.base import FlowRunQuery, LogPage, ObjectPage, ObjectVersionConflict, Store, StoredObject
+from stratoflow.storage import aws as _aws
+from stratoflow.storage.base import FlowRunQuery, LogPage, ObjectPage, Store, StoredObject
 from stratoflow.storage.blobs import S3Blobs
 from stratoflow.storage.outbox import TaskRunOutbox, recover
 

@@ -116,7 +116,7 @@ class EventBridgeProvisioner:
         return target, role
 
     def _client(self) -> Any:
-        from stratoflow import _aws
+        from stratoflow.storage import aws as _aws
 
         return _aws.client("scheduler", self.settings)
 

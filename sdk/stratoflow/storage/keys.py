@@ -1,4 +1,4 @@
-"""The stack's result key: the secret that signs results (``stratoflow.results``).
+"""The stack's result key: the secret that signs results (``stratoflow.storage.results``).
 
 Where it comes from, first match wins:
 
@@ -20,8 +20,8 @@ import secrets
 import threading
 from pathlib import Path
 
-from stratoflow.results import NO_KEY, KeySigner, ResultKeyUnavailable
 from stratoflow.settings import Settings, get_settings
+from stratoflow.storage.results import NO_KEY, KeySigner, ResultKeyUnavailable
 
 KEY_FILE = "result-key"
 MIN_KEY_BYTES = 32
@@ -89,7 +89,7 @@ def _parse(text: str, where: str) -> bytes:
 def _from_secrets_manager(settings: Settings) -> bytes:
     from botocore.exceptions import BotoCoreError, ClientError
 
-    from stratoflow import _aws
+    from stratoflow.storage import aws as _aws
 
     try:
         answer = _aws.client("secretsmanager", settings).get_secret_value(SecretId=settings.result_key_secret)
@@ -103,7 +103,7 @@ def _from_secrets_manager(settings: Settings) -> bytes:
 def ensure_result_key_secret(settings: Settings, name: str, value: str) -> str:
     """Create the Secrets Manager secret ``name`` holding ``value`` unless it exists; its ARN.
     What the local cloud provisions for the template's ``ResultKey`` (moto's Secrets Manager)."""
-    from stratoflow import _aws
+    from stratoflow.storage import aws as _aws
 
     client = _aws.client("secretsmanager", settings)
     try:

@@ -23,9 +23,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from stratoflow.exceptions import ObjectAlreadyExists, ObjectNotFound
+from stratoflow.exceptions import ObjectAlreadyExists, ObjectNotFound, ObjectVersionConflict
 from stratoflow.models import ObjectKind
-from stratoflow.storage.base import ObjectVersionConflict
 
 if TYPE_CHECKING:
     from stratoflow.storage.base import Store

@@ -13,8 +13,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from stratoflow import _aws
 from stratoflow.settings import Settings
+from stratoflow.storage import aws as _aws
 
 logger = logging.getLogger(__name__)
 

@@ -8,8 +8,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from stratoflow import _aws
 from stratoflow.settings import Settings
+from stratoflow.storage import aws as _aws
 from stratoflow.workpools.messages import RunMessage
 from stratoflow.workpools.naming import dlq_name, queue_name
 

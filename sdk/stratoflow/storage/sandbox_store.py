@@ -1,4 +1,4 @@
-"""The flow's side of the sandbox: a store whose every operation goes to the runtime's gateway.
+"""The store of a sandboxed flow run (``stratoflow.sandbox``): every operation goes to the runtime's gateway.
 
 ``ApiStore`` already speaks the API; in a sandboxed child (``STRATOFLOW_RUNTIME_TOKEN`` set) its
 blobs and result signatures go to the gateway too, so the child needs neither S3 credentials nor
@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from stratoflow.results import ResultIntegrityError
 from stratoflow.storage.api_store import ApiStore
+from stratoflow.storage.results import ResultIntegrityError
 
 
 class GatewaySigner:
