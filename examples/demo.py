@@ -41,7 +41,7 @@ def start_cloud() -> tuple[subprocess.Popen[str], dict[str, str], list[str]]:
         raise SystemExit("the local cloud did not start:\n" + "\n".join(lines))
     # Keep draining its log so it never blocks on a full pipe.
     threading.Thread(target=lambda: [lines.append(x.rstrip("\n")) for x in process.stdout or ()], daemon=True).start()
-    from stratoflow.cli_config import parse_exports
+    from stratoflow.cli.config import parse_exports
 
     stack_env = parse_exports(lines)
     return process, stack_env, lines

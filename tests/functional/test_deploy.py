@@ -3,7 +3,6 @@ land content-addressed in S3, deployments record entrypoint/hash/schema, refusal
 
 from __future__ import annotations
 
-import argparse
 import base64
 import hashlib
 import zipfile
@@ -230,25 +229,12 @@ def test_an_unknown_deployment_name_lists_the_known_ones(client: Any, project: P
 
 # -- the CLI ------------------------------------------------------------------------------------------
 @pytest.fixture
-def cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Callable[..., tuple[int, str, str]]:
-    """``cli("deploy", ...)`` -> (exit code, stdout, stderr) through ``stratoflow.cli.main``, with
-    the deploy command registered when cli.py does not wire it yet."""
-    from stratoflow import cli as cli_module
-    from stratoflow import cli_deploy
-
-    real_build = cli_module.build_parser
-
-    def build() -> argparse.ArgumentParser:
-        parser = real_build()
-        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-        if "deploy" not in sub.choices:
-            cli_deploy.register(sub)
-        return parser
-
-    monkeypatch.setattr(cli_module, "build_parser", build)
+def cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., tuple[int, str, str]]:
+    """``cli("deploy", ...)`` -> (exit code, stdout, stderr) through ``stratoflow.cli.main``."""
+    from stratoflow.cli import main
 
     def run(*argv: str) -> tuple[int, str, str]:
-        code = cli_module.main(list(argv))
+        code = main(list(argv))
         out, err = capsys.readouterr()
         return code, out, err
 

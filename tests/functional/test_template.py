@@ -261,7 +261,7 @@ def test_no_wildcard_action_and_no_wildcard_action_on_every_resource(expanded: d
 
 
 def test_outputs_cover_what_config_from_stack_reads(template: dict[str, Any]) -> None:
-    from stratoflow.cli_config import OUTPUT_SETTINGS, REQUIRED_OUTPUTS
+    from stratoflow.cli.config import OUTPUT_SETTINGS, REQUIRED_OUTPUTS
 
     outputs = set(template["Outputs"])
     assert set(OUTPUT_SETTINGS) <= outputs
