@@ -89,6 +89,16 @@ def test_print_emits_export_lines(stack: str, capsys: pytest.CaptureFixture[str]
     assert f"export STRATOFLOW_SCHEDULER_ROLE_ARN={OUTPUTS['SchedulerRoleArn']}" in lines
 
 
+def test_json_prints_the_settings(stack: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert _run("config", "from-stack", stack, "--print", "--json") == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["path"] is None and printed["settings"]["STRATOFLOW_BUCKET"] == OUTPUTS["BucketName"]
+    target = tmp_path / "p.env"
+    assert _run("--json", "config", "from-stack", stack, "--output", str(target)) == 0
+    written = json.loads(capsys.readouterr().out)
+    assert written["path"] == str(target) and written["settings"] == printed["settings"] and target.is_file()
+
+
 def test_output_path_and_profile(stack: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import boto3
 

@@ -294,6 +294,18 @@ def test_cli_deploys_the_project_file(client: Any, project: Path, pool: str, cli
     assert code == 0 and client.read_deployment("etl/nightly").version == 2
 
 
+def test_cli_deploy_json_is_one_document_on_stdout(client: Any, project: Path, pool: str, cli: Any,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    monkeypatch.chdir(project)
+    code, out, err = cli("deploy", "flows.py:etl", "--name", "prod", "--pool", pool, "--json")
+    assert code == 0, err
+    (dep,) = json.loads(out)
+    assert (dep["flow_name"], dep["name"], dep["version"]) == ("etl", "prod", 1)
+    assert "packaged" in err and "\x1b" not in out + err  # progress on stderr, plain on a pipe
+
+
 # -- vendored requirements --------------------------------------------------------------------------
 def _record_hash(data: bytes) -> str:
     return "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()

@@ -20,6 +20,7 @@ from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import IO, Any
 
+from rich.cells import cell_len
 from rich.console import Console, RenderableType
 from rich.status import Status
 from rich.table import Table
@@ -99,6 +100,11 @@ def echo(*parts: str | Text, console: Console | None = None) -> None:
     (console or stdout()).print(Text.assemble(*parts))
 
 
+def field(label: str, *value: str | Text) -> Text:
+    """``  label       value``: one line of an ``inspect`` (the label bold on a terminal)."""
+    return Text.assemble("  ", (f"{label:<11}", "bold"), " ", *value)
+
+
 def print_json(data: Any) -> None:
     """One JSON document on stdout: plain ``print``, so never a colour code or a wrapped line."""
     print(json.dumps(data, indent=2, default=str))
@@ -118,13 +124,17 @@ def build_table(rows: Sequence[Sequence[Any]], headers: Sequence[str], colour_co
                 colour_keys: Sequence[Any] | None = None, *, rule: str = "-") -> Table:
     """A header, a rule of ``rule`` under each header, then one row per record; columns two spaces
     apart, no borders (what ``cut``/``awk`` and the tests read). Column ``colour_col`` takes the
-    colour of the state type in ``colour_keys`` (one per row)."""
+    colour of the state type in ``colour_keys`` (one per row).
+
+    On a narrow terminal only columns with spaces in them (messages, tags, times) wrap, at the
+    spaces; a column of single words (ids, names, states) keeps its values whole."""
     cells = [[safe(c) for c in row] for row in rows]
-    widths = [max([len(h), *(c.cell_len for c in (r[i] for r in cells))]) for i, h in enumerate(headers)]
+    columns = [[r[i] for r in cells] for i in range(len(headers))]
+    widths = [max([len(h), *(c.cell_len for c in column)]) for h, column in zip(headers, columns, strict=True)]
     table = Table(box=None, padding=(0, 1), pad_edge=False, show_header=True, header_style="bold",
                   show_edge=False, expand=False)
-    for header in headers:
-        table.add_column(header, overflow="fold")
+    for header, column in zip(headers, columns, strict=True):
+        table.add_column(header, overflow="fold", no_wrap=not any(" " in c.plain for c in column))
     table.add_row(*(Text(rule * w, style="bright_black", no_wrap=True, overflow="crop") for w in widths))
     for n, row in enumerate(cells):
         if colour_col is not None and colour_keys is not None:
@@ -134,9 +144,26 @@ def build_table(rows: Sequence[Sequence[Any]], headers: Sequence[str], colour_co
     return table
 
 
+def _least_width(renderable: RenderableType) -> int:
+    """The narrowest a table prints without cutting a value: whole single-word (no_wrap) columns,
+    the longest word of the others; two spaces between columns."""
+    if not isinstance(renderable, Table):
+        return 0
+    widths = []
+    for column in renderable.columns:
+        texts = [Text(str(column.header)), *(c for c in column.cells if isinstance(c, Text))]
+        words = (t.cell_len for t in texts) if column.no_wrap else (
+            cell_len(word) for t in texts for word in t.plain.split())
+        widths.append(max(words, default=0))
+    return sum(widths) + 2 * max(len(widths) - 1, 0)
+
+
 def render(renderable: RenderableType, console: Console | None = None) -> str:
-    """``renderable`` as the console would print it, each line's trailing padding removed."""
+    """``renderable`` as the console would print it, each line's trailing padding removed. Never
+    narrower than it can be without cutting a value: a table wider than the terminal is printed
+    whole, and the terminal wraps its lines."""
     console = console or stdout()
+    console.width = max(console.width, _least_width(renderable))  # print's own width= cannot exceed the console's
     with console.capture() as captured:
         console.print(renderable)
     return "\n".join(line.rstrip() for line in captured.get().splitlines())

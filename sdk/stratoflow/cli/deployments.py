@@ -11,7 +11,7 @@ import typer
 from rich.text import Text
 
 from stratoflow.cli import _output, schedules
-from stratoflow.cli._output import echo, safe, state_text
+from stratoflow.cli._output import echo, field, safe, state_text
 from stratoflow.cli._params import CliUsageError, JsonOption, ParamOption, parse_params, parse_when
 from stratoflow.cli.logs import watch_flow_run
 from stratoflow.client import get_client
@@ -39,10 +39,6 @@ def ls(
     return 0
 
 
-def _field(label: str, *value: str | Text) -> Text:
-    return Text.assemble(f"  {label:<11} ", *value)
-
-
 @app.command("inspect")
 def inspect(name_or_id: NameOrId, json_: JsonOption = False) -> int:
     """Show a deployment (by id or FLOW/NAME)."""
@@ -55,13 +51,13 @@ def inspect(name_or_id: NameOrId, json_: JsonOption = False) -> int:
     schema = json.dumps(d.parameter_openapi_schema) if d.parameter_openapi_schema else "-"
     for line in (
         Text.assemble("Deployment ", safe(f"{d.flow_name}/{d.name}"), " (", safe(d.id), ")"),
-        _field("version", f"{d.version}    {'paused' if d.paused else 'active'}"),
-        _field("entrypoint", safe(d.entrypoint or "-")),
-        _field("work pool", safe(d.work_pool_name or "-"), *queue),
-        _field("parameters", safe(json.dumps(d.parameters))),
-        _field("schema", safe(schema)),
-        _field("tags", safe(", ".join(d.tags) or "-")),
-        _field("updated", _output.dt(d.updated)),
+        field("version", f"{d.version}    {'paused' if d.paused else 'active'}"),
+        field("entrypoint", safe(d.entrypoint or "-")),
+        field("work pool", safe(d.work_pool_name or "-"), *queue),
+        field("parameters", safe(json.dumps(d.parameters))),
+        field("schema", safe(schema)),
+        field("tags", safe(", ".join(d.tags) or "-")),
+        field("updated", _output.dt(d.updated)),
     ):
         echo(line, console=console)
     return 0
@@ -100,8 +96,8 @@ def run(
         echo("Created flow run ", safe(repr(flow_run.name)), " (", safe(flow_run.id), ") of ",
              safe(flow_run.flow_name), ": ", state_text(flow_run.state_name, flow_run.state_type),
              f" for {_output.dt(when)}" if when else "")
-        echo(_field("parameters", safe(json.dumps(flow_run.parameters))))
-        echo(_field("work pool", safe(flow_run.work_pool_name or "-"), *queue))
+        echo(field("parameters", safe(json.dumps(flow_run.parameters))))
+        echo(field("work pool", safe(flow_run.work_pool_name or "-"), *queue))
     if not watch:
         return 0
     return watch_flow_run(flow_run.id, timeout=timeout, json_lines=as_json)

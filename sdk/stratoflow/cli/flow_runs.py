@@ -7,7 +7,7 @@ import typer
 from rich.text import Text
 
 from stratoflow.cli import _output, logs
-from stratoflow.cli._output import echo, safe, state_text
+from stratoflow.cli._output import echo, field, safe, state_text
 from stratoflow.cli._params import CliUsageError, JsonOption
 from stratoflow.cli.task_runs import print_task_runs
 from stratoflow.client import get_client
@@ -45,10 +45,6 @@ def ls(
     return 0
 
 
-def _field(label: str, *value: str | Text) -> Text:
-    return Text.assemble(f"  {label:<11} ", *value)
-
-
 @app.command("inspect")
 def inspect(flow_run_id: IdArgument, json_: JsonOption = False) -> int:
     """Show a flow run, its state history and task runs."""
@@ -61,11 +57,11 @@ def inspect(flow_run_id: IdArgument, json_: JsonOption = False) -> int:
     message: list[str | Text] = [" - ", safe(run.state.message)] if run.state and run.state.message else []
     for line in (
         Text.assemble("Flow run ", safe(repr(run.name)), " (", safe(run.id), ")"),
-        _field("flow", safe(run.flow_name)),
-        _field("state", state_text(run.state_name, run.state_type), *message),
-        _field("parameters", safe(json.dumps(run.parameters))),
-        _field("run count", f"{run.run_count}    duration {_output.duration(_output.run_duration(run))}"),
-        _field("tags", safe(", ".join(run.tags) or "-")),
+        field("flow", safe(run.flow_name)),
+        field("state", state_text(run.state_name, run.state_type), *message),
+        field("parameters", safe(json.dumps(run.parameters))),
+        field("run count", f"{run.run_count}    duration {_output.duration(_output.run_duration(run))}"),
+        field("tags", safe(", ".join(run.tags) or "-")),
     ):
         echo(line, console=console)
     print("\nState history")
