@@ -145,13 +145,14 @@ def build_table(rows: Sequence[Sequence[Any]], headers: Sequence[str], colour_co
 
 
 def _least_width(renderable: RenderableType) -> int:
-    """The narrowest a table prints without cutting a value: whole single-word (no_wrap) columns,
-    the longest word of the others; two spaces between columns."""
+    """The narrowest a ``build_table`` table prints without cutting a value: whole single-word
+    (no_wrap) columns, the longest word of the others; two spaces between columns. Its row 0 is
+    the rule, which is cropped to whatever width its column gets."""
     if not isinstance(renderable, Table):
         return 0
     widths = []
     for column in renderable.columns:
-        texts = [Text(str(column.header)), *(c for c in column.cells if isinstance(c, Text))]
+        texts = [Text(str(column.header)), *(c for c in list(column.cells)[1:] if isinstance(c, Text))]
         words = (t.cell_len for t in texts) if column.no_wrap else (
             cell_len(word) for t in texts for word in t.plain.split())
         widths.append(max(words, default=0))
