@@ -148,6 +148,7 @@ def test_markup_in_names_prints_literally_on_a_terminal(monkeypatch: pytest.Monk
     monkeypatch.setattr("sys.stdout", terminal)
     monkeypatch.delenv("NO_COLOR", raising=False)
     monkeypatch.setenv("TERM", "xterm-256color")
+    monkeypatch.setenv("COLUMNS", "200")  # wide enough that the TAGS column does not wrap at its space
     assert main(list(argv)) == 0
     shown = ANSI.sub("", terminal.getvalue())
     assert ANSI.search(terminal.getvalue())  # colour (bold headers at least): it did take it for a terminal
@@ -176,6 +177,22 @@ def test_a_pipe_gets_long_values_on_one_line(capsys: pytest.CaptureFixture[str],
     _header, rule, row = out.splitlines()
     assert row.endswith(f"{long_tag}, {long_tag.upper()}, b c") and "etl/wide" in row
     assert len(rule) == len(row.rstrip())
+
+
+def test_a_narrow_terminal_wraps_messages_but_keeps_ids_whole(monkeypatch: pytest.MonkeyPatch) -> None:
+    from stratoflow.cli import table
+
+    monkeypatch.setattr("sys.stdout", _Terminal())
+    monkeypatch.setenv("COLUMNS", "60")
+    run_id = "e7cf8dde-5396-536d-9f6a-158c15082fb8"
+    message = "a message of many words " * 4
+    lines = ANSI.sub("", table([(run_id, "Running", message)], ["ID", "STATE", "MESSAGE"], 1, ["RUNNING"])).splitlines()
+    assert lines[2].startswith(f"{run_id}  Running  a message")
+    assert len(lines) > 3 and all(len(line) <= 60 for line in lines)
+    assert " ".join(" ".join(line[47:].split()) for line in lines[2:]) == " ".join(message.split())
+    # Wider than the terminal when even single words do not fit: printed whole, the terminal wraps it.
+    wide = ANSI.sub("", table([(run_id * 2, "x")], ["ID", "V"]))
+    assert run_id * 2 in wide
 
 
 # -- help, completion, usage errors ---------------------------------------------------------------------------
