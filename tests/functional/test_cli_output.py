@@ -195,6 +195,21 @@ def test_a_narrow_terminal_wraps_messages_but_keeps_ids_whole(monkeypatch: pytes
     assert run_id * 2 in wide
 
 
+def test_a_reader_that_goes_away_ends_the_command_quietly(monkeypatch: pytest.MonkeyPatch, client: Any,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """``stratoflow deployment ls | head``: exit 0 and nothing on stderr, as ``cat`` (not Rich's exit 1)."""
+    import os
+
+    client.create_deployment("etl", "nightly")
+    read, write = os.pipe()
+    os.close(read)
+    with os.fdopen(write, "w") as closed_pipe:
+        monkeypatch.setattr("sys.stdout", closed_pipe)
+        assert main(["deployment", "ls"]) == 0
+        assert main(["version", "--json"]) == 0
+    assert capsys.readouterr().err == ""
+
+
 # -- help, completion, usage errors ---------------------------------------------------------------------------
 def test_help_lists_the_commands_and_shell_completion(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run_cli(capsys, "--help")

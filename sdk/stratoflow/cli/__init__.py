@@ -103,6 +103,7 @@ def _run(command: Any, args: list[str]) -> int:
     try:
         with command.make_context("stratoflow", args) as ctx:
             result = command.invoke(ctx)
+        sys.stdout.flush()  # a reader that went away shows here, not as an error at interpreter exit
         return int(result or 0)
     except typer.Exit as exc:  # --help, --install-completion, a group without its command
         return int(exc.exit_code)

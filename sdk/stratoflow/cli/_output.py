@@ -78,11 +78,19 @@ def wants_json(flag: bool) -> bool:
     return flag or JSON_DEFAULT.get()
 
 
+class _Console(Console):
+    def on_broken_pipe(self) -> None:
+        """The reader went away (``stratoflow flow-run ls | head``): let main() stop quietly with
+        exit 0 as for any other write, as ``cat`` does, instead of Rich's ``SystemExit(1)``."""
+        self.quiet = True
+        raise BrokenPipeError
+
+
 def make_console(file: IO[str]) -> Console:
     """A console on ``file``: colour and the terminal's width on a TTY; no colour and no wrapping
     otherwise. Markup, emoji codes and highlighting are off: only ``Text`` styles colour anything."""
     tty = file.isatty()
-    return Console(file=file, force_terminal=tty, color_system="auto" if tty else None,
+    return _Console(file=file, force_terminal=tty, color_system="auto" if tty else None,
                    width=None if tty else PIPE_WIDTH, markup=False, emoji=False, highlight=False, soft_wrap=True)
 
 
