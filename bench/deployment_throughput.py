@@ -124,7 +124,7 @@ def local_cloud(log_path: Path, executor_concurrency: int = EXECUTOR_CONCURRENCY
             log.flush()
 
         threading.Thread(target=drain, daemon=True).start()
-        from stratoflow.cli_config import parse_exports
+        from stratoflow.cli.config import parse_exports
 
         stack_env = parse_exports(lines)
         os.environ.update(stack_env, STRATOFLOW_HOME=str(home), STRATOFLOW_LOG_TO_CONSOLE="false")

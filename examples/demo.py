@@ -41,7 +41,7 @@ def start_cloud() -> tuple[subprocess.Popen[str], dict[str, str], list[str]]:
         raise SystemExit("the local cloud did not start:\n" + "\n".join(lines))
     # Keep draining its log so it never blocks on a full pipe.
     threading.Thread(target=lambda: [lines.append(x.rstrip("\n")) for x in process.stdout or ()], daemon=True).start()
-    from stratoflow.cli_config import parse_exports
+    from stratoflow.cli.config import parse_exports
 
     stack_env = parse_exports(lines)
     return process, stack_env, lines
@@ -72,7 +72,10 @@ def run_demo(stack_env: dict[str, str], started: float, process: subprocess.Pope
              keep: bool) -> int:
     os.environ.update(stack_env, STRATOFLOW_HOME=str(HOME), STRATOFLOW_LOG_TO_CONSOLE="false")
     from stratoflow import get_client, run_deployment
-    from stratoflow.cli import LogSources, _colour, _duration, _run_duration, table
+    from stratoflow.cli._output import duration as _duration
+    from stratoflow.cli._output import echo, state_text, table
+    from stratoflow.cli._output import run_duration as _run_duration
+    from stratoflow.cli.logs import LogSources
     from stratoflow.deployments import deploy_project
 
     api = stack_env["STRATOFLOW_API_URL"]
@@ -138,8 +141,9 @@ def run_demo(stack_env: dict[str, str], started: float, process: subprocess.Pope
 
     ok = all(client.read_flow_run(r.id).state_type is not None and client.read_flow_run(r.id).state_type.value
              == "COMPLETED" for r in all_runs)
-    print(f"\n{_colour('All runs completed', 'COMPLETED') if ok else _colour('Some runs did not complete', 'FAILED')}"
-          f" ({time.perf_counter() - started:.1f}s in all).")
+    print()
+    echo(state_text("All runs completed", "COMPLETED") if ok else state_text("Some runs did not complete", "FAILED"),
+         f" ({time.perf_counter() - started:.1f}s in all).")
     print(f"UI: {api}/ui/  (runs, timelines, logs, deployments, work pools)")
     if keep:
         print("The local cloud keeps running (Ctrl-C stops it). In another shell:")

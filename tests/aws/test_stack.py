@@ -67,7 +67,7 @@ def _delete_retained(outputs: dict[str, str], region: str) -> None:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    from stratoflow.cli_config import read_stack_outputs
+    from stratoflow.cli.config import read_stack_outputs
 
     region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
     suffix = uuid.uuid4().hex[:8]
@@ -92,7 +92,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
 @pytest.fixture
 def sdk_on_stack(stack: dict[str, str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, str]:
     """The SDK configured exactly as `stratoflow config from-stack` configures it."""
-    from stratoflow.cli_config import settings_from_outputs
+    from stratoflow.cli.config import settings_from_outputs
     from stratoflow.settings import _STACK_VARS, reset_settings
     from stratoflow.storage import aws as _aws
 

@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from stratoflow import get_client
-from stratoflow.cli import _parse_params, main
+from stratoflow.cli import main
+from stratoflow.cli._params import parse_params as _parse_params
 from stratoflow.models import FlowRun
 from stratoflow.orchestration import RunKind
 from stratoflow.states import Failed, Running, Scheduled

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 from collections.abc import Iterator
@@ -11,35 +10,8 @@ from typing import Any
 import pytest
 
 from stratoflow import cli
-from stratoflow.cli_schedules import register_deployment_subcommands
 
 pytestmark = pytest.mark.store_only("reads deployments through the in-process client")
-
-
-def _deployment_subparsers(parser: argparse.ArgumentParser) -> Any:
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            deployment = action.choices["deployment"]
-            for sub in deployment._actions:
-                if isinstance(sub, argparse._SubParsersAction):
-                    return sub
-    raise AssertionError("no deployment subcommands")
-
-
-@pytest.fixture(autouse=True)
-def _wired(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Until cli.py registers the schedule commands itself, register them on its parser here."""
-    parser = cli.build_parser()
-    if "schedule" not in _deployment_subparsers(parser).choices:
-        original = cli.build_parser
-
-        def build() -> argparse.ArgumentParser:
-            built = original()
-            register_deployment_subcommands(_deployment_subparsers(built))
-            return built
-
-        monkeypatch.setattr(cli, "build_parser", build)
-    yield
 
 
 @pytest.fixture(autouse=True)
@@ -160,7 +132,6 @@ def test_errors(capsys: pytest.CaptureFixture[str], client: Any, deployment: Any
 
 
 def test_a_schedule_kind_is_required(capsys: pytest.CaptureFixture[str], deployment: Any) -> None:
-    with pytest.raises(SystemExit) as exc:
-        cli.main(["deployment", "schedule", "add", "etl/nightly"])
-    assert exc.value.code == 2
+    code = cli.main(["deployment", "schedule", "add", "etl/nightly"])
+    assert code == 2
     assert "one of the arguments --cron --interval --rrule is required" in capsys.readouterr().err

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shlex
@@ -12,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from stratoflow.cli_config import OUTPUT_SETTINGS, StackConfigError, register, settings_from_outputs
+from stratoflow.cli import main
+from stratoflow.cli.config import OUTPUT_SETTINGS, StackConfigError, from_stack, settings_from_outputs
 
 OUTPUTS = {
     "ApiUrl": "https://abc123.execute-api.eu-west-1.amazonaws.com",
@@ -49,10 +49,7 @@ def stack(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
 
 
 def _run(*argv: str) -> int:
-    parser = argparse.ArgumentParser()
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(list(argv))
-    return int(args.fn(args))
+    return main(list(argv))
 
 
 def test_writes_a_profile_file_a_shell_can_source(stack: str, tmp_path: Path,
@@ -92,6 +89,16 @@ def test_print_emits_export_lines(stack: str, capsys: pytest.CaptureFixture[str]
     assert f"export STRATOFLOW_SCHEDULER_ROLE_ARN={OUTPUTS['SchedulerRoleArn']}" in lines
 
 
+def test_json_prints_the_settings(stack: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert _run("config", "from-stack", stack, "--print", "--json") == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["path"] is None and printed["settings"]["STRATOFLOW_BUCKET"] == OUTPUTS["BucketName"]
+    target = tmp_path / "p.env"
+    assert _run("--json", "config", "from-stack", stack, "--output", str(target)) == 0
+    written = json.loads(capsys.readouterr().out)
+    assert written["path"] == str(target) and written["settings"] == printed["settings"] and target.is_file()
+
+
 def test_output_path_and_profile(stack: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import boto3
 
@@ -109,15 +116,18 @@ def test_output_path_and_profile(stack: str, tmp_path: Path, monkeypatch: pytest
     assert "export AWS_PROFILE=prod-admin" in target.read_text().splitlines()
 
 
-def test_a_missing_stack_or_a_foreign_stack_is_an_error(stack: str) -> None:
+def test_a_missing_stack_or_a_foreign_stack_is_an_error(stack: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(StackConfigError, match="cannot read stack 'nope'"):
-        _run("config", "from-stack", "nope", "--print")
+        from_stack("nope", print_=True)
+    assert _run("config", "from-stack", "nope", "--print") == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: cannot read stack 'nope'") and len(err.strip().splitlines()) == 1
     with pytest.raises(StackConfigError, match="TablePrefix, BucketName"):
         settings_from_outputs({"ApiUrl": "https://x"})
 
 
 def test_values_are_shell_quoted() -> None:
-    from stratoflow.cli_config import render_exports
+    from stratoflow.cli.config import render_exports
 
     text = render_exports(settings_from_outputs({"TablePrefix": "p", "BucketName": "b; rm -rf /"}), "s")
     assert "export STRATOFLOW_BUCKET='b; rm -rf /'" in text.splitlines()

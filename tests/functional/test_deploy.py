@@ -3,7 +3,6 @@ land content-addressed in S3, deployments record entrypoint/hash/schema, refusal
 
 from __future__ import annotations
 
-import argparse
 import base64
 import hashlib
 import zipfile
@@ -230,25 +229,12 @@ def test_an_unknown_deployment_name_lists_the_known_ones(client: Any, project: P
 
 # -- the CLI ------------------------------------------------------------------------------------------
 @pytest.fixture
-def cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Callable[..., tuple[int, str, str]]:
-    """``cli("deploy", ...)`` -> (exit code, stdout, stderr) through ``stratoflow.cli.main``, with
-    the deploy command registered when cli.py does not wire it yet."""
-    from stratoflow import cli as cli_module
-    from stratoflow import cli_deploy
-
-    real_build = cli_module.build_parser
-
-    def build() -> argparse.ArgumentParser:
-        parser = real_build()
-        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-        if "deploy" not in sub.choices:
-            cli_deploy.register(sub)
-        return parser
-
-    monkeypatch.setattr(cli_module, "build_parser", build)
+def cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., tuple[int, str, str]]:
+    """``cli("deploy", ...)`` -> (exit code, stdout, stderr) through ``stratoflow.cli.main``."""
+    from stratoflow.cli import main
 
     def run(*argv: str) -> tuple[int, str, str]:
-        code = cli_module.main(list(argv))
+        code = main(list(argv))
         out, err = capsys.readouterr()
         return code, out, err
 
@@ -306,6 +292,18 @@ def test_cli_deploys_the_project_file(client: Any, project: Path, pool: str, cli
     assert code == 0 and [line.split()[:2] for line in out.strip().splitlines()[2:]] == [["report/daily", "2"]]
     code, _, err = cli("--json", "deploy", "--all", "--file", str(project / "stratoflow.yaml"))
     assert code == 0 and client.read_deployment("etl/nightly").version == 2
+
+
+def test_cli_deploy_json_is_one_document_on_stdout(client: Any, project: Path, pool: str, cli: Any,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    monkeypatch.chdir(project)
+    code, out, err = cli("deploy", "flows.py:etl", "--name", "prod", "--pool", pool, "--json")
+    assert code == 0, err
+    (dep,) = json.loads(out)
+    assert (dep["flow_name"], dep["name"], dep["version"]) == ("etl", "prod", 1)
+    assert "packaged" in err and "\x1b" not in out + err  # progress on stderr, plain on a pipe
 
 
 # -- vendored requirements --------------------------------------------------------------------------

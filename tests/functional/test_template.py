@@ -261,7 +261,7 @@ def test_no_wildcard_action_and_no_wildcard_action_on_every_resource(expanded: d
 
 
 def test_outputs_cover_what_config_from_stack_reads(template: dict[str, Any]) -> None:
-    from stratoflow.cli_config import OUTPUT_SETTINGS, REQUIRED_OUTPUTS
+    from stratoflow.cli.config import OUTPUT_SETTINGS, REQUIRED_OUTPUTS
 
     outputs = set(template["Outputs"])
     assert set(OUTPUT_SETTINGS) <= outputs
@@ -269,14 +269,15 @@ def test_outputs_cover_what_config_from_stack_reads(template: dict[str, Any]) ->
     assert {"DefaultPoolQueueUrl", "SchedulerTargetArn", "Region"} <= outputs
 
 
-def test_layer_is_the_package_with_its_runtime_dependencies_minus_moto() -> None:
+def test_layer_is_the_package_with_its_runtime_dependencies_minus_moto_and_typer() -> None:
     layer = ROOT / "infra" / "layer"
     assert (layer / "stratoflow").resolve() == (ROOT / "sdk" / "stratoflow").resolve()
     assert (layer / "stratoflow" / "__init__.py").is_file()
     declared = {line.split("#")[0].strip() for line in (layer / "requirements.txt").read_text().splitlines()}
     declared.discard("")
     runtime = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"])
-    assert declared - {"aws-xray-sdk>=2.12"} == {d for d in runtime if not d.startswith("moto")}
+    # moto is the embedded local cloud and typer the CLI: neither runs on Lambda.
+    assert declared - {"aws-xray-sdk>=2.12"} == {d for d in runtime if not d.startswith(("moto", "typer"))}
 
 
 def test_bucket_is_versioned_encrypted_private_and_tls_only(template: dict[str, Any]) -> None:

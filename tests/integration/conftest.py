@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from stratoflow.cli_config import parse_exports
+from stratoflow.cli.config import parse_exports
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_HANDLER = REPO_ROOT / "functions" / "api" / "app.py"

@@ -10,7 +10,7 @@ import pytest
 
 from stratoflow import flow, get_run_logger, task
 from stratoflow.cli import main, table, terminal_safe
-from stratoflow.cli_work import watch_flow_run
+from stratoflow.cli.logs import watch_flow_run
 
 FORGED = "ok\n[forged] ERROR \x1b[31mred\x1b[0m"
 FORGED_SHOWN = "ok\\n[forged] ERROR \\x1b[31mred\\x1b[0m"

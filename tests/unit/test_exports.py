@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from stratoflow.cli_config import export_line, parse_exports
+from stratoflow.cli.config import export_line, parse_exports
 
 
 def test_export_lines_read_back_what_was_written() -> None:
