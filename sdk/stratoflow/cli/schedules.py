@@ -14,9 +14,9 @@ from stratoflow.cli import _output
 from stratoflow.cli._output import echo, safe
 from stratoflow.cli._params import CliUsageError, JsonOption, exclusive, parse_params
 from stratoflow.client import get_client
+from stratoflow.control.schedules import upcoming
 from stratoflow.exceptions import StratoflowError
 from stratoflow.schedules.models import CronSchedule, DeploymentSchedule, IntervalSchedule, RRuleSchedule
-from stratoflow.control.schedules import upcoming
 from stratoflow.schedules.slots import zone
 from stratoflow.schedules.translate import translate
 
