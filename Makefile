@@ -19,6 +19,7 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+# ruff includes its complexity rule (C901, max 15: pyproject.toml).
 lint: venv
 	$(BIN)/ruff check sdk functions infra tests examples bench
 
@@ -31,7 +32,8 @@ test: venv lint typecheck check
 	$(BIN)/pytest -q -n $(PYTEST_WORKERS) tests
 	STRATOFLOW_TEST_BACKEND=api $(BIN)/pytest -q -n $(PYTEST_WORKERS) tests/functional/test_flows.py tests/functional/test_tasks.py
 
-# The infrastructure and the code, offline: cfn-lint on template.yaml (the venv's, from the dev
+# The infrastructure and the code, offline: the layer contracts of pyproject.toml (import-linter:
+# layers, a pure core, no import cycles; docs/architecture.md); cfn-lint on template.yaml (the venv's, from the dev
 # extras); checkov on template.yaml (every skip is on its resource with the reason, and listed in
 # docs/security.md); bandit on the code (infra/bandit.yaml; other findings are `# nosec <id>  #
 # reason` where they are); then `sam build` of every function and the SDK layer (pip only, no
@@ -64,6 +66,7 @@ $(SEC_STAMP): infra/requirements-security.txt
 # then counts "Parsing errors", or no passed check), so those fail here too; --skip-download keeps
 # it offline.
 check: venv $(SAM_STAMP) $(SEC_STAMP)
+	$(BIN)/lint-imports
 	$(BIN)/cfn-lint template.yaml
 	@out=$$($(SEC_VENV)/bin/checkov -f template.yaml --framework cloudformation --quiet --compact --skip-download 2>&1); \
 		rc=$$?; echo "$$out"; test $$rc -eq 0 && echo "$$out" | grep -q "Passed checks: [1-9]" && \

@@ -27,6 +27,8 @@ from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
 from stratoflow.exceptions import ObjectNotFound, StratoflowError, TransitionRefused
+from stratoflow.orchestration import OrchestrationResult, ResponseStatus
+from stratoflow.states import State
 
 logger = logging.getLogger("stratoflow.http")
 
@@ -287,8 +289,6 @@ def _retry_after(value: str | None) -> float | None:
 
 
 def _result_of(payload: dict[str, Any]) -> Any:
-    from stratoflow.orchestration import OrchestrationResult, ResponseStatus
-    from stratoflow.states import State
 
     state = payload.get("state")
     try:

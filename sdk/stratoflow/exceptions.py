@@ -83,10 +83,6 @@ class FlowRunTimeout(TimeoutError):
     pass
 
 
-class CancelledRun(StratoflowError):
-    """The run was cancelled while it executed."""
-
-
 class MissingResult(StratoflowError):
     """The state has no persisted result to return (persist_result was off or it was dropped)."""
 

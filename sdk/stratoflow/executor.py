@@ -30,10 +30,17 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from stratoflow.control import transitions
+from stratoflow.control.deployments import read_deployment
+from stratoflow.control.dispatch import dispatch_run
+from stratoflow.control.work_pools import read_work_pool, read_work_queue
+from stratoflow.deployments.packaging import load_entrypoint, materialize_package
 from stratoflow.exceptions import ObjectNotFound, StratoflowError
+from stratoflow.flows import execute_flow_run, request_cancel
 from stratoflow.models import Deployment, FlowRun, ObjectKind, WorkPool, WorkQueue
 from stratoflow.orchestration import RunKind
-from stratoflow.states import AwaitingConcurrencySlot, Failed, StateType, now
+from stratoflow.packages import package_uri_problem
+from stratoflow.sandbox.runtime import RunningChild, execute_isolated
+from stratoflow.states import AwaitingConcurrencySlot, Crashed, Failed, StateType, now
 from stratoflow.storage import slots as concurrency
 from stratoflow.workpools.messages import RunMessage
 
@@ -107,7 +114,6 @@ class Heartbeat:
             if self.on_cancel is not None:
                 self.on_cancel()
             else:
-                from stratoflow.flows import request_cancel
 
                 request_cancel(self.flow_run_id)
             self._cancel_sent = True
@@ -151,8 +157,6 @@ def parse_message(body: str) -> RunMessage:
 def package_root(store: Store, settings: Settings, deployment: Deployment) -> Path:
     """The deployment's package, downloaded (only from this stack's bucket), verified and extracted
     in the package cache: where its flow code is imported from."""
-    from stratoflow.deployments.packaging import materialize_package
-    from stratoflow.packages import package_uri_problem
 
     if not deployment.entrypoint:
         raise StratoflowError(f"deployment {deployment.flow_name}/{deployment.name} has no entrypoint")
@@ -170,7 +174,6 @@ def package_root(store: Store, settings: Settings, deployment: Deployment) -> Pa
 def load_flow(store: Store, settings: Settings, deployment: Deployment) -> Flow[..., Any]:
     """The deployment's flow, imported in this process from its package (``package_root``) and
     kept in memory here: only with ``flow_isolation`` "none" (flow code runs with the runtime)."""
-    from stratoflow.deployments.packaging import load_entrypoint
 
     root = package_root(store, settings, deployment)
     assert deployment.package_sha256 is not None and deployment.entrypoint is not None
@@ -189,7 +192,6 @@ def _pool_and_queue(store: Store, pool_name: str | None,
                     queue_name: str | None) -> tuple[WorkPool, WorkQueue] | None:
     """The run's work pool and queue records (None if it has none, or they were deleted): read
     once per message, for the pause check and the concurrency limits."""
-    from stratoflow.control.work_pools import read_work_pool, read_work_queue
 
     if not pool_name:
         return None
@@ -231,9 +233,6 @@ def _execute_isolated(store: Store, settings: Settings, run: FlowRun, deployment
                       deadline: float | None) -> MessageResult:
     """Run the flow in a sandboxed process (``stratoflow.sandbox``) and decide from the stored run,
     as this runtime reads it, what became of it: the child's own account is only a message."""
-    from stratoflow.control.dispatch import dispatch_run
-    from stratoflow.sandbox.runtime import RunningChild, execute_isolated
-    from stratoflow.states import Crashed
 
     children: list[RunningChild] = []
 
@@ -271,7 +270,6 @@ def _execute_isolated(store: Store, settings: Settings, run: FlowRun, deployment
 
 def _wait_for_slot(store: Store, settings: Settings, run: FlowRun, full: concurrency.Limit) -> MessageResult:
     """The limit is full: the run waits as AwaitingConcurrencySlot and is sent again shortly."""
-    from stratoflow.control.dispatch import dispatch_run
 
     when = now() + timedelta(seconds=SLOT_RECHECK_SECONDS * (1 + random.random()))  # nosec B311  # jitter of a recheck time, nothing secret
     result, after = transitions.propose(store, RunKind.FLOW, run, AwaitingConcurrencySlot(
@@ -328,7 +326,6 @@ def handle_message(
 def _code_of(store: Store, settings: Settings, run: FlowRun) -> tuple[Deployment, Path | Flow[..., Any]]:
     """The run's deployment and its code: the package's directory when flows run sandboxed (their
     code is imported in their own process only, never here), else the flow imported here."""
-    from stratoflow.control.deployments import read_deployment
 
     if run.deployment_id is None:
         raise StratoflowError("the run has no deployment: nothing says which code to run")
@@ -349,8 +346,6 @@ def _could_not_load(store: Store, run: FlowRun, why: str) -> MessageResult:
 def _execute_in_process(store: Store, settings: Settings, run: FlowRun, flow: Flow[..., Any],
                         deadline: float | None) -> MessageResult:
     """``flow_isolation`` "none": the flow runs here, with the runtime's rights."""
-    from stratoflow.control.dispatch import dispatch_run
-    from stratoflow.flows import execute_flow_run
 
     with Heartbeat(store, run.id, settings.heartbeat_interval, executor_identity()):
         execution = execute_flow_run(flow, run, store=store, settings=settings, deadline_seconds=deadline,

@@ -6,7 +6,10 @@ import concurrent.futures
 from collections.abc import Iterable
 from typing import Any, Generic, TypeVar
 
-from stratoflow.states import State
+from stratoflow.exceptions import UpstreamTaskError
+from stratoflow.orchestration import RunKind
+from stratoflow.states import Pending, State
+from stratoflow.storage import get_store
 
 R = TypeVar("R")
 
@@ -27,8 +30,6 @@ class StratoflowFuture(Generic[R]):
     def state(self) -> State:
         if self._inner.done():
             return self._inner.result()
-        from stratoflow.orchestration import RunKind
-        from stratoflow.storage import get_store
 
         try:
             run = get_store().read_run(RunKind.TASK, self.task_run_id)
@@ -36,7 +37,6 @@ class StratoflowFuture(Generic[R]):
             run = None
         if run is not None and run.state is not None:
             return run.state
-        from stratoflow.states import Pending
 
         return Pending()
 
@@ -77,7 +77,6 @@ def resolve_futures(value: Any, _depth: int = 0) -> tuple[Any, list[StratoflowFu
     Returns the resolved value and the futures it waited on. Raises UpstreamTaskError naming the
     first upstream that did not complete.
     """
-    from stratoflow.exceptions import UpstreamTaskError
 
     seen: list[StratoflowFuture[Any]] = []
 

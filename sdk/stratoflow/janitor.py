@@ -30,10 +30,11 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from stratoflow.control import transitions
+from stratoflow.control.dispatch import dispatch_due_runs, dispatch_run
 from stratoflow.exceptions import ObjectAlreadyExists, ObjectNotFound, ObjectVersionConflict, StaleRunError
 from stratoflow.models import FlowRun, ObjectKind, TaskRun
 from stratoflow.orchestration import RunKind
-from stratoflow.states import Cancelled, Crashed, Late, State, StateType
+from stratoflow.states import LATE_AFTER, Cancelled, Crashed, Late, State, StateType
 from stratoflow.states import now as utc_now
 from stratoflow.storage import slots as concurrency
 from stratoflow.storage.base import FlowRunQuery
@@ -44,8 +45,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("stratoflow.janitor")
 
-# A Scheduled run this far past its scheduled time is Late.
-LATE_AFTER = timedelta(seconds=15)
 # A run whose executor has shown no sign of life (heartbeat or state change) for this long is
 # lost. None: derived from the settings, HEARTBEAT_BEATS missed beats and at least the minimum.
 HEARTBEAT_TIMEOUT: timedelta | None = None
@@ -252,7 +251,6 @@ def crash_lost_runs(store: Store, settings: Settings, *, now: datetime | None = 
 
     Only deployment runs are judged: their executor beats. A flow called in a user's process has
     no heartbeat, and no way for the janitor to tell whether it is alive."""
-    from stratoflow.control.dispatch import dispatch_run
 
     now = now or utc_now()
     timeout = timeout or heartbeat_timeout(settings)
@@ -447,7 +445,6 @@ def send_due_runs(store: Store, settings: Settings, *, now: datetime | None = No
     AwaitingRetry or AwaitingConcurrencySlot far ahead, a run scheduled for tomorrow) never being
     sent, and a send lost between writing the run and the SQS call. Scheduled runs of a work pool
     due within 15 minutes and not sent yet are sent (``dispatch_due_runs``)."""
-    from stratoflow.control.dispatch import dispatch_due_runs
 
     report = report if report is not None else JanitorReport()
     sent = dispatch_due_runs(store, settings, at=now or utc_now(), limit=limit)

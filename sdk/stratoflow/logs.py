@@ -19,7 +19,11 @@ from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from stratoflow.context import flow_run_ctx, task_run_ctx
+from stratoflow.exceptions import StratoflowError
 from stratoflow.models import Log, log_id, next_log_seq
+from stratoflow.settings import get_settings
+from stratoflow.storage import get_store
 
 if TYPE_CHECKING:
     from stratoflow.storage.base import Store
@@ -106,7 +110,6 @@ _buffer_lock = threading.Lock()
 def get_log_buffer(store: Store) -> LogBuffer:
     """The process's log buffer, writing to ``store`` (one writer thread per process)."""
     global _buffer
-    from stratoflow.settings import get_settings
 
     with _buffer_lock:
         if _buffer is None:
@@ -161,7 +164,6 @@ def setup_logging() -> None:
     with _config_lock:
         if _configured:
             return
-        from stratoflow.settings import get_settings
 
         settings = get_settings()
         root = logging.getLogger("stratoflow")
@@ -192,7 +194,6 @@ def run_logger(
 
 def get_run_logger() -> RunLogger:
     """The logger of the current task run or flow run; its records are stored with the run."""
-    from stratoflow.context import flow_run_ctx, task_run_ctx
 
     task_ctx = task_run_ctx.get()
     flow_ctx = flow_run_ctx.get()
@@ -205,13 +206,11 @@ def get_run_logger() -> RunLogger:
         fr = flow_ctx.flow_run
         return run_logger(flow_ctx.store, flow_run_id=fr.id, task_run_id=None,
                           label=f"Flow run {fr.name!r}", kind="flow")
-    from stratoflow.exceptions import StratoflowError
 
     raise StratoflowError("get_run_logger() was called outside of a flow run or task run")
 
 
 def _store_for_task() -> Store:
-    from stratoflow.storage import get_store
 
     return get_store()
 

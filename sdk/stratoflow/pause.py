@@ -19,8 +19,13 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ValidationError
 
+from stratoflow.client import get_client
+from stratoflow.context import flow_run_ctx
+from stratoflow.control import transitions
 from stratoflow.control.run_input import DEFAULT_KEY, stored_input
 from stratoflow.exceptions import StratoflowError
+from stratoflow.orchestration import ResponseStatus, RunKind
+from stratoflow.states import Paused, Running, StateType, Suspended
 
 if TYPE_CHECKING:
     from stratoflow.storage.base import Store
@@ -36,7 +41,6 @@ class FlowRunSuspended(BaseException):
 
 
 def _context() -> Any:
-    from stratoflow.context import flow_run_ctx
 
     ctx = flow_run_ctx.get()
     if ctx is None:
@@ -64,9 +68,6 @@ def _schema(wait_for_input: type[BaseModel] | None) -> dict[str, Any] | None:
 
 def _propose_pause(ctx: Any, timeout: float, key: str, reschedule: bool,
                    wait_for_input: type[BaseModel] | None) -> None:
-    from stratoflow.control import transitions
-    from stratoflow.orchestration import ResponseStatus, RunKind
-    from stratoflow.states import Paused, Suspended
 
     state = (Suspended if reschedule else Paused)(timeout_seconds=timeout, pause_key=key)
     schema = _schema(wait_for_input)
@@ -82,8 +83,6 @@ def pause_flow_run(timeout: float = 3600, *, wait_for_input: type[BaseModel] | N
                    key: str = DEFAULT_KEY, poll_interval: float = 1.0) -> Any:
     """Pause the current flow run until it is resumed (or ``timeout`` seconds pass: then
     ``PausedRunTimeout``). Returns the resume's input (as ``wait_for_input``) or None."""
-    from stratoflow.orchestration import RunKind
-    from stratoflow.states import StateType
 
     ctx = _context()
     _propose_pause(ctx, timeout, key, reschedule=False, wait_for_input=wait_for_input)
@@ -97,8 +96,6 @@ def pause_flow_run(timeout: float = 3600, *, wait_for_input: type[BaseModel] | N
                 raise PausedRunTimeout(f"the pause ended in {run.state!r} instead of a resume")
             return _typed(run.state.state_details.run_input_keyset, wait_for_input, ctx.store, run.id, key)
         if time.monotonic() >= deadline:
-            from stratoflow.control import transitions
-            from stratoflow.states import Running
 
             _, run = transitions.propose(ctx.store, RunKind.FLOW, run, Running())  # the rule fails a timed-out pause
             ctx.flow_run = run
@@ -133,7 +130,6 @@ def _typed(keyset: dict[str, str] | None, model: type[BaseModel] | None, store: 
 def resume_flow_run(flow_run_id: str, run_input: dict[str, Any] | None = None) -> Any:
     """Resume a paused or suspended flow run (through the API or the store), with ``run_input``
     for a pause that waits for input."""
-    from stratoflow.client import get_client
 
     return get_client().resume_flow_run(flow_run_id, run_input=run_input)
 

@@ -175,6 +175,10 @@ def Scheduled(scheduled_time: datetime | None = None, name: str = "Scheduled", *
     return _state(StateType.SCHEDULED, name, scheduled_time=scheduled_time or now(), **kw)
 
 
+# A Scheduled run this far past its scheduled time is Late (the janitor marks it; the UI lists it).
+LATE_AFTER = timedelta(seconds=15)
+
+
 def Late(scheduled_time: datetime | None = None, **kw: Any) -> State:
     return Scheduled(scheduled_time, name="Late", **kw)
 

@@ -24,11 +24,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from stratoflow.control import transitions, work_pools
 from stratoflow.exceptions import ObjectNotFound, StratoflowError
+from stratoflow.executor import QueueMessagePaused, executor_identity_of, handle_message
 from stratoflow.models import FlowRun, ObjectKind, WorkPoolType
 from stratoflow.orchestration import RunKind
+from stratoflow.sandbox.runner import harden
 from stratoflow.settings import Settings, get_settings
-from stratoflow.states import Scheduled, StateType
+from stratoflow.states import Cancelled, Scheduled, StateType
+from stratoflow.storage import get_server_store
 from stratoflow.workpools.messages import RunMessage
 from stratoflow.workpools.sqs import QueueTarget, ReceivedMessage, SqsQueues
 
@@ -71,8 +75,6 @@ class Worker:
     # -- queues ---------------------------------------------------------------------------------
     def targets(self) -> list[QueueTarget]:
         """The pool's unpaused queues (or the named ones), by priority; none while the pool is paused."""
-        from stratoflow.control import work_pools
-        from stratoflow.storage import get_server_store
 
         store = get_server_store()
         pool = work_pools.read_work_pool(store, self.pool)
@@ -88,8 +90,6 @@ class Worker:
                 for q in queues if q.queue_url and not q.paused]
 
     def check_pool(self) -> None:
-        from stratoflow.control import work_pools
-        from stratoflow.storage import get_server_store
 
         pool = work_pools.read_work_pool(get_server_store(), self.pool)
         if pool.type != WorkPoolType.PROCESS:
@@ -137,9 +137,6 @@ class Worker:
     def _enforce_cancel(self, job: _Job) -> None:
         """A cancelled run whose child did not stop by itself (its flow is stuck in a blocking
         call) is killed after ``CANCEL_GRACE`` seconds and recorded Cancelled."""
-        from stratoflow.control import transitions
-        from stratoflow.states import Cancelled
-        from stratoflow.storage import get_server_store
 
         if time.monotonic() - job.checked < 2.0:
             return
@@ -212,9 +209,6 @@ class Worker:
         Only a run this child holds (its heartbeat names the child) is forced back; a child that
         had not claimed its run yet just returns the message, and one whose run is held by
         someone else (a duplicate delivery) or finished drops it."""
-        from stratoflow.control import transitions
-        from stratoflow.executor import executor_identity_of
-        from stratoflow.storage import get_server_store
 
         job.process.terminate()
         try:
@@ -255,9 +249,6 @@ CHILD_PAUSED = 75  # EX_TEMPFAIL: try again later
 
 def child_main() -> int:
     """Run the one message read from stdin (the worker's child process)."""
-    from stratoflow.executor import QueueMessagePaused, handle_message
-    from stratoflow.sandbox.runner import harden
-    from stratoflow.storage import get_server_store
 
     harden()  # the flow runs in a sandboxed child: it may not read this runtime's memory or environment
     body = sys.stdin.read()

@@ -7,9 +7,11 @@ Every test gets a fresh embedded cloud from the autouse ``stratoflow_home`` fixt
 from __future__ import annotations
 
 import gc
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from _gateway_watch import Watch, watch
 
 
 @pytest.fixture
@@ -31,6 +33,15 @@ def only_flow_run(client: Any):  # type: ignore[no-untyped-def]
         return client.read_flow_run(runs[0].id)
 
     return get
+
+
+@pytest.fixture(autouse=True)
+def transition_gateway(monkeypatch: pytest.MonkeyPatch) -> Iterator[Watch]:
+    """Every test of this tier proves that its state changes went through the one transition
+    gateway, and that the gateway's after-commit hook saw each of them (``_gateway_watch``)."""
+    with watch(monkeypatch) as w:
+        yield w
+        w.check()
 
 
 @pytest.fixture(autouse=True)

@@ -68,9 +68,12 @@ def test_valid_crons_are_accepted(cron: str) -> None:
 
 
 def test_valid_rrules_and_zones_are_accepted() -> None:
-    RRuleSchedule(rrule="DTSTART;TZID=America/New_York:20260101T090000\nRRULE:FREQ=WEEKLY;BYDAY=MO,WE")
-    RRuleSchedule(rrule="FREQ=DAILY;BYHOUR=9;BYMINUTE=30", timezone="Asia/Kolkata")
-    IntervalSchedule(interval=1, timezone="America/Argentina/Buenos_Aires")
+    weekly = "DTSTART;TZID=America/New_York:20260101T090000\nRRULE:FREQ=WEEKLY;BYDAY=MO,WE"
+    assert RRuleSchedule(rrule=weekly).rrule == weekly
+    daily = RRuleSchedule(rrule="FREQ=DAILY;BYHOUR=9;BYMINUTE=30", timezone="Asia/Kolkata")
+    assert (daily.rrule, daily.timezone) == ("FREQ=DAILY;BYHOUR=9;BYMINUTE=30", "Asia/Kolkata")
+    interval = IntervalSchedule(interval=1, timezone="America/Argentina/Buenos_Aires")
+    assert (interval.interval, interval.timezone) == (1, "America/Argentina/Buenos_Aires")
 
 
 def test_dumps_keep_the_type() -> None:

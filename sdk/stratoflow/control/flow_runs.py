@@ -47,10 +47,11 @@ if TYPE_CHECKING:
     from stratoflow.storage.base import Store
 from stratoflow.control.parameters import validate_parameters
 from stratoflow.control.records import read_record, settings_or_default
+from stratoflow.names import generate_run_name
+from stratoflow.states import Running
 
 
 def _run_name() -> str:
-    from stratoflow.names import generate_run_name
 
     return generate_run_name()
 
@@ -204,7 +205,6 @@ def resume_flow_run(store: Store, flow_run_id: str, run_input: dict[str, Any] | 
             # Also on the state: a flow reading its input over the API (a sandboxed run) finds it there.
             proposed.state_details.run_input_keyset = {"input": _json.dumps(run_input), "key": key}
     else:
-        from stratoflow.states import Running
 
         proposed = Running(message="resumed")
         if run_input is not None:

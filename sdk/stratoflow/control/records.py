@@ -21,6 +21,7 @@ from stratoflow.exceptions import (
     ObjectVersionConflict,
 )
 from stratoflow.models import ObjectKind
+from stratoflow.settings import get_settings
 from stratoflow.storage.base import StoredObject
 
 if TYPE_CHECKING:
@@ -88,7 +89,6 @@ def write_record(
 
 
 def settings_or_default(settings: Settings | None) -> Settings:
-    from stratoflow.settings import get_settings
 
     return settings or get_settings()
 

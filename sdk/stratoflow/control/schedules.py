@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Literal, Protocol
 
 from stratoflow.control.flow_runs import create_deployment_flow_run
 from stratoflow.control.records import read_record
-from stratoflow.exceptions import Conflict, ObjectAlreadyExists, ObjectNotFound, Unprocessable
+from stratoflow.exceptions import Conflict, ObjectAlreadyExists, ObjectNotFound, ObjectVersionConflict, Unprocessable
 from stratoflow.models import Deployment, FlowRun, ObjectKind
 from stratoflow.schedules.models import DeploymentSchedule
 from stratoflow.schedules.slots import (
@@ -42,7 +42,10 @@ from stratoflow.schedules.slots import (
     utc,
 )
 from stratoflow.schedules.translate import translate
-from stratoflow.states import StateType
+from stratoflow.schemas import DeploymentRunCreate, StateIn
+from stratoflow.states import StateDetails, StateType
+from stratoflow.storage.base import FlowRunQuery
+from stratoflow.storage.eventbridge import EventBridgeProvisioner
 
 if TYPE_CHECKING:
     from stratoflow.settings import Settings
@@ -75,7 +78,6 @@ class ScheduleProvisioner(Protocol):
 
 
 def default_provisioner(settings: Settings) -> ScheduleProvisioner:
-    from stratoflow.storage.eventbridge import EventBridgeProvisioner
 
     return EventBridgeProvisioner(settings)
 
@@ -115,8 +117,6 @@ def _read_deployment(store: Store, deployment_id: str) -> Deployment | None:
 def _create_run(store: Store, settings: Settings, deployment: Deployment, schedule: DeploymentSchedule,
                 slot: datetime) -> tuple[FlowRun, bool] | None:
 
-    from stratoflow.schemas import DeploymentRunCreate, StateIn
-    from stratoflow.states import StateDetails
 
     request = DeploymentRunCreate(
         parameters=dict(schedule.parameters),
@@ -165,7 +165,6 @@ def fire(store: Store, settings: Settings, deployment_id: str, schedule_id: str,
 
 # -- tick ---------------------------------------------------------------------------------------
 def _deployments(store: Store) -> Iterator[Deployment]:
-    from stratoflow.models import Deployment
 
     cursor: str | None = None
     while True:
@@ -208,7 +207,6 @@ def _read_cursor(store: Store, deployment: Deployment, schedule: DeploymentSched
 
 def _write_cursor(store: Store, deployment: Deployment, schedule: DeploymentSchedule, cursor: _Cursor,
                   at: datetime) -> bool:
-    from stratoflow.exceptions import ObjectVersionConflict
 
     doc = {"cursor": at.isoformat(), "fingerprint": cursor.fingerprint, "deployment_id": deployment.id,
            "schedule_id": schedule.id, "deployment_version": cursor.deployment_version}
@@ -283,7 +281,6 @@ def _tick_deployment(store: Store, settings: Settings, deployment: Deployment, n
 # -- changes ------------------------------------------------------------------------------------
 def _future_runs(store: Store, deployment_id: str, now: datetime) -> Iterator[FlowRun]:
     """Unstarted (Scheduled) auto-scheduled runs of the deployment expected after ``now``."""
-    from stratoflow.storage.base import FlowRunQuery
 
     cursor: str | None = None
     while True:
@@ -345,7 +342,6 @@ def delete_stale_runs(store: Store, deployment: Deployment, now: datetime | None
 def _restart_cursor(store: Store, deployment: Deployment, schedule: DeploymentSchedule, now: datetime) -> None:
     """Start the schedule's tick cursor at ``now``, once per deployment version (a second call
     for the same change leaves the cursor where the tick has moved it)."""
-    from stratoflow.exceptions import ObjectVersionConflict
 
     key = cursor_key(deployment.id, schedule.id)
     doc = {"cursor": now.isoformat(), "fingerprint": fingerprint(schedule), "deployment_id": deployment.id,
@@ -395,17 +391,6 @@ def on_deployment_changed(store: Store, settings: Settings, before: Deployment |
         # The tick's schedules get their next minute of runs now, as the tick would have made
         # them ahead: a schedule every few seconds starts on time, not at the next tick.
         _tick_deployment(store, settings, after, now, now + TICK_HORIZON, "tick")
-
-
-def on_deployment_deleted(store: Store, settings: Settings, deployment: Deployment, *,
-                          provisioner: ScheduleProvisioner | None = None, now: datetime | None = None) -> None:
-    """A deleted deployment: its future runs, cursors and provisioned schedules go."""
-    gone = deployment.model_copy(update={"schedules": []})
-    delete_stale_runs(store, gone, now, [s.id for s in deployment.schedules])
-    for schedule in deployment.schedules:
-        with contextlib.suppress(ObjectNotFound):
-            store.delete_object(ObjectKind.SCHEDULE_CURSOR, cursor_key(deployment.id, schedule.id))
-    (provisioner or default_provisioner(settings)).remove_deployment(deployment.id)
 
 
 def reconcile(store: Store, settings: Settings, provisioner: ScheduleProvisioner | None = None) -> int:

@@ -29,14 +29,15 @@ from stratoflow.schemas import (
 if TYPE_CHECKING:
     from stratoflow.settings import Settings
     from stratoflow.storage.base import Store
-    from stratoflow.workpools.sqs import SqsQueues
 from stratoflow.control.records import all_records, settings_or_default, write_record
+from stratoflow.workpools.mappings import ExecutorMappings, MappingError
+from stratoflow.workpools.naming import DEFAULT_QUEUE
+from stratoflow.workpools.sqs import SqsQueues
 
 
 def _map_to_executor(settings: Settings, sqs: SqsQueues, queue_url: str) -> None:
     """A `lambda` pool's queue feeds the executor on AWS (see ``workpools.mappings``); made
     before the record, so a pool or queue the API lists is one that runs."""
-    from stratoflow.workpools.mappings import ExecutorMappings, MappingError
 
     mappings = ExecutorMappings(settings)
     if mappings.function_arn is not None:
@@ -51,8 +52,6 @@ def create_work_pool(store: Store, request: WorkPoolCreate, settings: Settings |
 
     The SQS queues are made first (create_queue is idempotent), so a record never names a queue
     that does not exist; a refused duplicate leaves the existing pool's queues as they were."""
-    from stratoflow.workpools.naming import DEFAULT_QUEUE
-    from stratoflow.workpools.sqs import SqsQueues
 
     try:
         read_work_pool(store, request.name)
@@ -95,7 +94,6 @@ def set_work_pool_paused(store: Store, name: str, paused: bool) -> WorkPool:
 
 def create_work_queue(store: Store, pool_name: str, request: WorkQueueCreate,
                       settings: Settings | None = None) -> WorkQueue:
-    from stratoflow.workpools.sqs import SqsQueues
 
     pool = read_work_pool(store, pool_name)
     try:
@@ -129,7 +127,6 @@ def set_work_queue_paused(store: Store, pool_name: str, name: str, paused: bool)
 
 def work_pool_status(store: Store, name: str, settings: Settings | None = None) -> dict[str, Any]:
     """The pool and each of its queues with its SQS depth (approximate, as SQS reports it)."""
-    from stratoflow.workpools.sqs import SqsQueues
 
     pool = read_work_pool(store, name)
     sqs = SqsQueues(settings_or_default(settings))

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import TypeAdapter, ValidationError
 from pydantic_core import to_jsonable_python
 
+from stratoflow.client import get_client
 from stratoflow.deployments.packaging import (
     DeploymentError,
     Package,
@@ -40,12 +41,12 @@ from stratoflow.schedules.models import (
     RRuleSchedule,
     Schedule,
 )
+from stratoflow.storage.blobs import S3Blobs
 
 if TYPE_CHECKING:
     from stratoflow.client import StratoflowClient
     from stratoflow.flows import Flow
     from stratoflow.models import Deployment
-    from stratoflow.storage.blobs import S3Blobs
 
 ScheduleLike = DeploymentSchedule | CronSchedule | IntervalSchedule | RRuleSchedule | Mapping[str, Any]
 # Schedule ids follow from the deployment and the schedule, so an unchanged redeploy keeps them.
@@ -247,7 +248,6 @@ def plan_deployment(
 
 def blobs_of(client: StratoflowClient) -> S3Blobs:
     """The client's S3 side (packages go to S3 directly, never through the API)."""
-    from stratoflow.storage.blobs import S3Blobs
 
     store = client.store
     if not isinstance(store, S3Blobs):
@@ -309,7 +309,6 @@ def deploy_plans(plans: Sequence[DeploymentPlan], *, client: StratoflowClient | 
                  progress: Progress | None = None) -> list[Deployment]:
     """Check all plans against the backend, build each distinct package once, upload, register."""
     if client is None:
-        from stratoflow.client import get_client
 
         client = get_client()
     for plan in plans:

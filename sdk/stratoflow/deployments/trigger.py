@@ -7,6 +7,10 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from stratoflow.client import get_client
+from stratoflow.exceptions import StratoflowError
+from stratoflow.settings import get_settings
+
 if TYPE_CHECKING:
     from stratoflow.client import StratoflowClient
     from stratoflow.models import FlowRun
@@ -19,7 +23,6 @@ def wait_for_flow_run(flow_run_id: str, *, timeout: float | None = None, poll_in
 
     Polling starts fast (0.1 s) and backs off to ``poll_interval``: short runs return quickly
     without a long-running caller hammering the API."""
-    from stratoflow.client import get_client
 
     client = client or get_client()
     deadline = None if timeout is None else time.monotonic() + timeout
@@ -57,9 +60,6 @@ def run_deployment(
     against the deployment's schema before anything is created (422 naming the field). With the
     same ``idempotency_key`` a second call returns the first call's run.
     """
-    from stratoflow.client import get_client
-    from stratoflow.exceptions import StratoflowError
-    from stratoflow.settings import get_settings
 
     settings = get_settings()
     if timeout != 0 and client is None and settings.resolved_backend == "embedded" and not settings.api_url:

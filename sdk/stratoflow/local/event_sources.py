@@ -14,6 +14,8 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from stratoflow.control import work_pools
+from stratoflow.models import WorkPoolType
 from stratoflow.workpools.sqs import QueueTarget, ReceivedMessage, SqsQueues
 
 if TYPE_CHECKING:
@@ -45,8 +47,6 @@ def failed_ids(result: InvocationResult, messages: Sequence[ReceivedMessage]) ->
 
 def lambda_pool_targets(store_factory: Callable[[], Any], queues: SqsQueues) -> list[QueueTarget]:
     """Queues of unpaused `lambda` pools, unpaused, with their priorities."""
-    from stratoflow.control import work_pools
-    from stratoflow.models import WorkPoolType
 
     store = store_factory()
     targets: list[QueueTarget] = []
@@ -111,20 +111,6 @@ class SqsEventSource:
             with self._slots:
                 self._inflight -= 1
                 self._slots.notify_all()
-
-    def poll_once(self, wait_seconds: int | None = None) -> int:
-        """Receive one batch (highest priority first) and invoke the function with it, in this
-        thread; returns the number of messages handled."""
-        targets = self._current_targets()
-        if not targets:
-            return 0
-        wait = self.wait_seconds if wait_seconds is None else wait_seconds
-        messages = self.queues.receive_by_priority(targets, self.batch_size, wait)
-        if messages:
-            with self._slots:
-                self._inflight += 1
-            self._deliver(messages)
-        return len(messages)
 
     def _loop(self) -> None:
         """One poller; invocations run in up to ``concurrency`` threads (an event source mapping's

@@ -51,6 +51,7 @@ import yaml
 from stratoflow.exceptions import StratoflowError
 from stratoflow.settings import Settings
 from stratoflow.storage import aws as _aws
+from stratoflow.storage.keys import ensure_result_key_secret, home_key
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 TEMPLATE_NAME = "template.yaml"
@@ -520,7 +521,6 @@ class _Provisioner:
 
 
     def make_secretsmanager_secret(self, logical_id: str, props: dict[str, Any]) -> _Made:
-        from stratoflow.storage.keys import ensure_result_key_secret, home_key
 
         name = str(props.get("Name") or f"{self.settings.table_prefix}-{logical_id}")
         if "SecretString" in props:

@@ -28,12 +28,18 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from stratoflow.exceptions import ObjectAlreadyExists, ObjectNotFound, StratoflowError
+from stratoflow.control.schedules import reconcile
+from stratoflow.exceptions import ObjectAlreadyExists, ObjectNotFound, ObjectVersionConflict, StratoflowError
+from stratoflow.local.lambda_runtime import FunctionConfig, LocalFunction
+from stratoflow.schedules.translate import eventbridge_slots
+from stratoflow.settings import get_settings
+from stratoflow.storage import get_store
+from stratoflow.storage.eventbridge import EventBridgeProvisioner
 
 if TYPE_CHECKING:
     from stratoflow.settings import Settings
     from stratoflow.storage.base import Store
-    from stratoflow.storage.eventbridge import EventBridgeProvisioner, ProvisionedSchedule
+    from stratoflow.storage.eventbridge import ProvisionedSchedule
 
 logger = logging.getLogger("stratoflow.scheduler_loop")
 
@@ -69,7 +75,6 @@ class SchedulerLoop:
                  clock: Callable[[], datetime] = _utc_now, interval: float = 1.0,
                  invoke: Callable[[dict[str, Any]], Any] | None = None,
                  provisioner: EventBridgeProvisioner | None = None, handler_path: Path | None = None) -> None:
-        from stratoflow.settings import get_settings
 
         self.settings = settings or get_settings()
         self._store_factory = store_factory
@@ -91,14 +96,12 @@ class SchedulerLoop:
     def store(self) -> Store:
         if self._store_factory is not None:
             return self._store_factory()
-        from stratoflow.storage import get_store
 
         return get_store()
 
     @property
     def provisioner(self) -> EventBridgeProvisioner:
         if self._provisioner is None:
-            from stratoflow.storage.eventbridge import EventBridgeProvisioner
 
             self._provisioner = EventBridgeProvisioner(self.settings)
         return self._provisioner
@@ -108,7 +111,6 @@ class SchedulerLoop:
         if self._invoke is not None:
             return self._invoke(event)
         if self._function is None:
-            from stratoflow.local.lambda_runtime import FunctionConfig, LocalFunction
 
             function = LocalFunction(FunctionConfig(handler_path=self._handler_path,
                                                     name=f"{self.settings.table_prefix}-scheduler",
@@ -136,7 +138,6 @@ class SchedulerLoop:
         return at
 
     def _save(self, name: str, at: datetime) -> None:
-        from stratoflow.exceptions import ObjectVersionConflict
 
         doc = {"cursor": at.isoformat()}
         version = self._versions.get(name)
@@ -165,7 +166,6 @@ class SchedulerLoop:
 
     # -- one pass -------------------------------------------------------------------------------
     def due(self, schedule: ProvisionedSchedule, now: datetime) -> list[datetime]:
-        from stratoflow.schedules.translate import eventbridge_slots
 
         cursor = max(self._cursor(schedule.name, now), now - MAX_CATCHUP)
         return eventbridge_slots(schedule.as_expression(), cursor, now, limit=MAX_FIRES_PER_SCHEDULE)
@@ -195,7 +195,6 @@ class SchedulerLoop:
 
     def reconcile(self) -> int:
         """Provision every deployment's schedules (the embedded cloud forgets them between processes)."""
-        from stratoflow.control.schedules import reconcile
 
         return reconcile(self.store, self.settings, self.provisioner)
 

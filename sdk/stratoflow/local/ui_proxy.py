@@ -31,6 +31,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
 
+from stratoflow._http import HttpTransport
+from stratoflow.exceptions import StratoflowError
+
 DEFAULT_PORT = 4300
 MAX_BODY_BYTES = 10 * 1024 * 1024  # API Gateway's own limit
 # Pending connections the kernel keeps for us (socketserver's default, 5, resets bursts of clients).
@@ -95,11 +98,9 @@ class SigningProxy(ThreadingHTTPServer):
 
     def __init__(self, api_url: str, *, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
                  region: str = "us-east-1", credentials: Any = None, timeout: float = 35.0) -> None:
-        from stratoflow._http import HttpTransport
 
         parts = urlsplit(api_url.rstrip("/"))
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            from stratoflow.exceptions import StratoflowError
 
             raise StratoflowError(f"STRATOFLOW_API_URL {api_url!r} is not an http(s) URL")
         self.api_url = api_url.rstrip("/")

@@ -27,7 +27,6 @@ from stratoflow.states import (
     StateType,
 )
 
-_ANY = frozenset({*ALL_STATES, None})
 S = StateType
 
 

@@ -30,8 +30,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+from stratoflow.api.app import build_app
 from stratoflow.sandbox.scope import RunScope, admit, allow, readable_blob, segments
 from stratoflow.settings import Settings
+from stratoflow.storage import using_store
 from stratoflow.storage.base import Store
 from stratoflow.storage.results import ResultIntegrityError, ResultKeyUnavailable
 
@@ -91,7 +93,6 @@ class RuntimeGateway(ThreadingHTTPServer):
 
     def app(self) -> Any:
         if self._app is None:
-            from stratoflow.api.app import build_app
 
             self._app = build_app()
         return self._app
@@ -153,7 +154,6 @@ class _Handler(BaseHTTPRequestHandler):
 
     # -- the API's routes, over the runtime's store -----------------------------------------------
     def _api(self, grant: Grant, raw: bytes, body: Any) -> None:
-        from stratoflow.storage import using_store
 
         event = _event(self.command, self.path, dict(self.headers.items()), raw)
         # One request at a time: Powertools' resolver keeps the current event on its base class

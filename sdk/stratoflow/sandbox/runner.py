@@ -21,6 +21,7 @@ or environment.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import os
 import selectors
@@ -30,26 +31,29 @@ import time
 from pathlib import Path
 from typing import Any
 
+# Imported here so the zygote has the engine loaded and a child costs only a fork: the task engine
+# and the sandbox's store are what every run uses without naming them.
+import stratoflow.storage.sandbox_store
+import stratoflow.tasks  # noqa: F401
+from stratoflow.deployments.packaging import load_entrypoint
+from stratoflow.flows import execute_flow_run, request_cancel
+from stratoflow.logs import get_log_buffer
+from stratoflow.models import FlowRun
+from stratoflow.settings import get_settings, reset_settings
+from stratoflow.storage import aws as _aws
+from stratoflow.storage import get_store
+
 
 def harden() -> bool:
     """Make this process non-dumpable (Linux): no ptrace, no /proc/<pid>/mem or environ for
     other processes of the same user. Whether it worked."""
     if not sys.platform.startswith("linux"):
         return False
-    import ctypes
-
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         return int(libc.prctl(4, 0, 0, 0, 0)) == 0  # PR_SET_DUMPABLE = 4
     except (OSError, AttributeError):
         return False
-
-
-def _preload() -> None:
-    import stratoflow.deployments.packaging
-    import stratoflow.flows
-    import stratoflow.storage.sandbox_store
-    import stratoflow.tasks  # noqa: F401
 
 
 class _Zygote:
@@ -119,7 +123,6 @@ class _Zygote:
 
 def zygote_main() -> int:
     harden()
-    _preload()
     return _Zygote().serve()
 
 
@@ -137,8 +140,6 @@ def _child(job: dict[str, Any], zygote_fds: tuple[int, ...]) -> int:
                     os.close(fd)
         os.setsid()
         if sys.platform.startswith("linux"):  # the zygote dies (killed with its runtime): so does the flow
-            import ctypes
-
             ctypes.CDLL(None).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
         sys.stdin = open(os.devnull)  # noqa: SIM115 - the child's whole life
         sys.stdout = sys.stderr
@@ -155,16 +156,9 @@ def run_job(job: dict[str, Any]) -> int:
     for name in [n for n in os.environ if n.startswith("STRATOFLOW_")]:
         del os.environ[name]  # the zygote's may be stale: the job carries the runtime's current ones
     os.environ.update(job["env"])
-    from stratoflow.settings import get_settings, reset_settings
-    from stratoflow.storage import aws as _aws
 
     reset_settings()
     _aws.clear_clients()
-    from stratoflow.deployments.packaging import load_entrypoint
-    from stratoflow.flows import execute_flow_run, request_cancel
-    from stratoflow.logs import get_log_buffer
-    from stratoflow.models import FlowRun
-    from stratoflow.storage import get_store
 
     run = FlowRun.model_validate(job["run"])
     signal.signal(signal.SIGUSR1, lambda *_: request_cancel(run.id))

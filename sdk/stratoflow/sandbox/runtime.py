@@ -32,6 +32,7 @@ from stratoflow.exceptions import StratoflowError
 from stratoflow.models import FlowRun
 from stratoflow.sandbox.gateway import get_gateway
 from stratoflow.settings import Settings
+from stratoflow.storage import aws as _aws
 from stratoflow.storage.base import Store
 
 logger = logging.getLogger("stratoflow.sandbox")
@@ -241,7 +242,6 @@ def flow_run_credentials(settings: Settings, run_id: str) -> dict[str, str]:
         cached = _credentials.get(role)
         if cached is not None and cached[0] - time.time() > 300:
             return dict(cached[1])
-        from stratoflow.storage import aws as _aws
 
         answer = _aws.client("sts", settings).assume_role(
             RoleArn=role, RoleSessionName=f"stratoflow-{run_id}"[:64], DurationSeconds=3600)["Credentials"]

@@ -115,6 +115,43 @@ def _is_ints(values: Sequence[Any]) -> bool:
     return all(isinstance(v, int) for v in values)
 
 
+def _collapse_full_days(day_or: bool, dom: list[Any], dow: list[Any],
+                        nth: dict[Any, Any]) -> tuple[list[Any], list[Any], dict[Any, Any]]:
+    """croniter keeps a full range (1-31, 0-6) as a restriction when the other day field is
+    restricted too. With OR a full one matches every day; with AND it adds nothing."""
+    dom_full = _is_ints(dom) and {int(d) for d in dom} == set(range(1, 32))
+    dow_full = _is_ints(dow) and not nth and {int(d) % 7 for d in dow} == set(range(7))
+    if day_or and (dom_full or dow_full):
+        return ["*"], ["*"], {}
+    if not day_or and dom_full:
+        return ["*"], dow, nth
+    if not day_or and dow_full:
+        return dom, ["*"], nth
+    return dom, dow, nth
+
+
+def _day_of_month_text(dom: list[Any], dow_restricted: bool) -> str | Translation:
+    if dom == ["*"]:
+        return "*" if not dow_restricted else "?"
+    if dom == ["l"]:
+        return "L"
+    if _is_ints(dom):
+        return _render(dom, 1, 31)
+    return Translation(None, f"the day-of-month field {dom!r} mixes 'L' with days; EventBridge cannot")
+
+
+def _day_of_week_text(dow: list[Any], nth: dict[Any, Any]) -> str | Translation:
+    if dow == ["*"]:
+        return "?"
+    if not _is_ints(dow):
+        return Translation(None, f"the day-of-week field {dow!r} uses a croniter extension EventBridge lacks")
+    if not nth:
+        return _render_days(dow)
+    if len(dow) != 1 or len(nth) != 1 or len(next(iter(nth.values()))) != 1:
+        return Translation(None, "several weekday#n terms; EventBridge takes one")
+    return f"{int(dow[0]) % 7 + 1}#{next(iter(next(iter(nth.values()))))}"
+
+
 def _translate_cron(schedule: CronSchedule) -> Translation:
     from croniter import croniter
 
@@ -124,46 +161,18 @@ def _translate_cron(schedule: CronSchedule) -> Translation:
     for name, values in (("minute", minutes), ("hour", hours), ("month", months)):
         if values != ["*"] and not _is_ints(values):
             return Translation(None, f"the {name} field {values!r} uses a croniter extension EventBridge lacks")
-    dom_restricted = dom != ["*"]
-    dow_restricted = dow != ["*"]
-    if dom_restricted and dow_restricted:
-        # croniter keeps a full range (1-31, 0-6) as a restriction when the other day field is
-        # restricted too. With OR a full one matches every day; with AND it adds nothing.
-        dom_full = _is_ints(dom) and {int(d) for d in dom} == set(range(1, 32))
-        dow_full = _is_ints(dow) and not nth and {int(d) % 7 for d in dow} == set(range(7))
-        if schedule.day_or and (dom_full or dow_full):
-            dom, dow, nth = ["*"], ["*"], {}
-        elif not schedule.day_or and dom_full:
-            dom = ["*"]
-        elif not schedule.day_or and dow_full:
-            dow = ["*"]
-        dom_restricted, dow_restricted = dom != ["*"], dow != ["*"]
-    if dom_restricted and dow_restricted:
+    if dom != ["*"] and dow != ["*"]:
+        dom, dow, nth = _collapse_full_days(schedule.day_or, dom, dow, nth)
+    if dom != ["*"] and dow != ["*"]:
         rule = ("either day (cron's OR rule, day_or=True)" if schedule.day_or
                 else "both days (day_or=False)")
         return Translation(None, f"day-of-month and day-of-week are both restricted and runs fire on {rule}; "
                                  "EventBridge needs one of them to be '?'")
-    if dom_restricted:
-        if dom == ["l"]:
-            dom_text = "L"
-        elif _is_ints(dom):
-            dom_text = _render(dom, 1, 31)
-        else:
-            return Translation(None, f"the day-of-month field {dom!r} mixes 'L' with days; EventBridge cannot")
-        dow_text = "?"
-    else:
-        dom_text = "*" if not dow_restricted else "?"
-        dow_text = "?"
-    if dow_restricted:
-        if not _is_ints(dow):
-            return Translation(None, f"the day-of-week field {dow!r} uses a croniter extension EventBridge lacks")
-        if nth:
-            if len(dow) != 1 or len(nth) != 1 or len(next(iter(nth.values()))) != 1:
-                return Translation(None, "several weekday#n terms; EventBridge takes one")
-            day = int(dow[0]) % 7
-            dow_text = f"{day + 1}#{next(iter(next(iter(nth.values()))))}"
-        else:
-            dow_text = _render_days(dow)
+    dom_text = _day_of_month_text(dom, dow != ["*"])
+    dow_text = _day_of_week_text(dow, nth)
+    for problem in (dom_text, dow_text):
+        if isinstance(problem, Translation):
+            return problem
     expression = (f"cron({_render(minutes, 0, 59)} {_render(hours, 0, 23)} {dom_text} "
                   f"{_render(months, 1, 12)} {dow_text} *)")
     if len(expression) > MAX_EXPRESSION_LENGTH:

@@ -3,17 +3,19 @@
 only over HTTP) and the sandbox's (``sandbox_store``, an API store through the runtime's gateway).
 Backends are small primitives; the logic they share lives in ``Store``'s public methods."""
 
+from __future__ import annotations
+
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from stratoflow.settings import Settings, get_settings
-from stratoflow.storage.api_store import ApiStore
 from stratoflow.storage.base import LogPage, Store
-from stratoflow.storage.dynamodb import get_dynamodb_store
-from stratoflow.storage.sandbox_store import SandboxStore
+
+if TYPE_CHECKING:
+    from stratoflow.storage.api_store import ApiStore
 
 __all__ = ["LogPage", "Store", "get_api_store", "get_server_store", "get_store", "using_store"]
 
@@ -39,6 +41,10 @@ def get_store() -> Store:
         return forced
     if get_settings().api_url:
         return get_api_store()
+    # cold start: a process that reaches the stack over the API (a sandboxed flow, a client) never
+    # loads PynamoDB and boto3's DynamoDB machinery; the API's handler loads them on first use.
+    from stratoflow.storage.dynamodb import get_dynamodb_store
+
     return get_dynamodb_store()
 
 
@@ -46,6 +52,8 @@ def get_server_store() -> Store:
     """DynamoDB + S3 directly, even when an API URL is configured: what the control plane's own
     processes use (the executor function, workers, the janitor), which hold IAM access to the
     tables and run server-side operations (work pools, dispatch, heartbeats) themselves."""
+    from stratoflow.storage.dynamodb import get_dynamodb_store  # cold start: as in get_store
+
     return get_dynamodb_store()
 
 
@@ -60,6 +68,10 @@ def get_api_store(settings: Settings | None = None) -> ApiStore:
     settings = settings or get_settings()
     key = (settings.api_url, settings.region, settings.bucket, settings.aws_endpoint_url, settings.resolved_backend,
            settings.runtime_token)
+    # cold start: only processes that use the API load its transport (and botocore's signer).
+    from stratoflow.storage.api_store import ApiStore
+    from stratoflow.storage.sandbox_store import SandboxStore
+
     with _store_lock:
         if _store is None or _store_key != key:
             if settings.runtime_token is not None:

@@ -17,6 +17,7 @@ from stratoflow.models import CacheEntry, Flow, FlowRun, Log, TaskRun
 from stratoflow.orchestration import RunKind
 from stratoflow.states import State, StateType
 from stratoflow.storage import slots
+from stratoflow.storage.keys import local_signer
 from stratoflow.storage.results import Signer
 
 
@@ -201,7 +202,6 @@ class Store(ABC):
     def result_signer(self) -> Signer | None:
         """What signs and verifies results written through this store: the stack's key when this
         process can read it (``stratoflow.storage.keys``), else None."""
-        from stratoflow.storage.keys import local_signer
 
         return local_signer(getattr(self, "settings", None))
 

@@ -15,7 +15,8 @@ Tables, from the access patterns:
 
 A run item holds the record as JSON (``doc``), its state history as a list, and the few
 attributes the indexes and conditions need. Writes use PynamoDB's VersionAttribute: every
-transition is one UpdateItem conditioned on the version and the allowed from-states.
+transition is one PutItem of the whole item, conditioned on the version and the allowed
+from-states (``commit_run`` says why a full write is safe).
 """
 
 from __future__ import annotations
@@ -62,7 +63,6 @@ from stratoflow.storage.blobs import S3Blobs
 from stratoflow.storage.outbox import TaskRunOutbox, recover
 
 STATE_SHARDS = 4
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _iso(dt: datetime | None) -> str | None:

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from stratoflow.exceptions import StratoflowError
 from stratoflow.schedules.slots import next_slots, utc
 from stratoflow.schedules.translate import EventBridgeExpression, translate
+from stratoflow.storage import aws as _aws
 
 if TYPE_CHECKING:
     from stratoflow.models import Deployment
@@ -116,7 +117,6 @@ class EventBridgeProvisioner:
         return target, role
 
     def _client(self) -> Any:
-        from stratoflow.storage import aws as _aws
 
         return _aws.client("scheduler", self.settings)
 

@@ -21,6 +21,7 @@ import threading
 from pathlib import Path
 
 from stratoflow.settings import Settings, get_settings
+from stratoflow.storage import aws as _aws
 from stratoflow.storage.results import NO_KEY, KeySigner, ResultKeyUnavailable
 
 KEY_FILE = "result-key"
@@ -89,7 +90,6 @@ def _parse(text: str, where: str) -> bytes:
 def _from_secrets_manager(settings: Settings) -> bytes:
     from botocore.exceptions import BotoCoreError, ClientError
 
-    from stratoflow.storage import aws as _aws
 
     try:
         answer = _aws.client("secretsmanager", settings).get_secret_value(SecretId=settings.result_key_secret)
@@ -103,7 +103,6 @@ def _from_secrets_manager(settings: Settings) -> bytes:
 def ensure_result_key_secret(settings: Settings, name: str, value: str) -> str:
     """Create the Secrets Manager secret ``name`` holding ``value`` unless it exists; its ARN.
     What the local cloud provisions for the template's ``ResultKey`` (moto's Secrets Manager)."""
-    from stratoflow.storage import aws as _aws
 
     client = _aws.client("secretsmanager", settings)
     try:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from stratoflow._http import ApiError, quote_segment
+from stratoflow.exceptions import ObjectNotFound
 from stratoflow.storage.api_store import ApiStore
 from stratoflow.storage.results import ResultIntegrityError
 
@@ -26,7 +28,6 @@ class GatewaySigner:
         return {"sig": str(answer["sig"]), "kid": str(answer["kid"])}
 
     def verify(self, serializer: str, digest: str, sig: Any, kid: Any, where: str) -> None:
-        from stratoflow._http import ApiError
 
         try:
             self.store.http.request("POST", "/_runtime/verify", json_body={
@@ -42,7 +43,6 @@ class SandboxStore(ApiStore):
         return GatewaySigner(self)
 
     def put_blob(self, key: str, data: bytes) -> str:
-        from stratoflow._http import quote_segment
 
         path = "/_runtime/blobs/" + "/".join(quote_segment(p) for p in key.split("/"))
         answer = self.http.request_bytes("PUT", path, data=data)
@@ -52,7 +52,6 @@ class SandboxStore(ApiStore):
         return self.http.request_bytes("GET", "/_runtime/blobs", query={"uri": uri})
 
     def has_blob(self, uri: str) -> bool:
-        from stratoflow.exceptions import ObjectNotFound
 
         try:
             self.get_blob(uri)
