@@ -44,7 +44,7 @@ from aws_lambda_powertools.event_handler.router import APIGatewayHttpRouter
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from stratoflow import __version__
-from stratoflow.api._http import JSON, METRICS_NAMESPACE, SERVICE, count
+from stratoflow.api._shared import JSON, METRICS_NAMESPACE, SERVICE, count
 from stratoflow.api.errors import describe_validation_errors, error_body, json_type_errors
 from stratoflow.api.routes import (
     concurrency_limits,
@@ -112,9 +112,9 @@ def _precheck(event: Any) -> dict[str, Any] | None:
     A POST/PUT/PATCH/DELETE with a body must say ``Content-Type: application/json``; a body with
     no content type is refused too (415), because that is what a page on another site can send
     without a CORS preflight (CSRF). A request without a body needs no content type: the SDK
-    (``_http``) and the web UI send bodiless POSTs (cancel, retry, pause, resume) without one,
-    and a cross-site bodiless POST is stopped where it could arrive unsigned: the ``stratoflow
-    ui`` proxy and ``stratoflow dev`` refuse a foreign ``Origin``; on AWS IAM refuses it.
+    (``stratoflow._http``) and the web UI send bodiless POSTs (cancel, retry, pause, resume)
+    without one, and a cross-site bodiless POST is stopped where it could arrive unsigned: the
+    ``stratoflow ui`` proxy and ``stratoflow dev`` refuse a foreign ``Origin``; on AWS IAM refuses it.
 
     API Gateway base64-encodes a body that is not UTF-8 (``stratoflow dev`` does the same): such a
     body answers 400 here instead of reaching a field as U+FFFD.

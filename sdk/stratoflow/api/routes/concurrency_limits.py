@@ -7,7 +7,7 @@ from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.openapi.params import Path
 from aws_lambda_powertools.event_handler.router import APIGatewayHttpRouter
 
-from stratoflow.api._http import BODY_ERRORS, JSON, responses, with_status
+from stratoflow.api._shared import BODY_ERRORS, JSON, responses, with_status
 from stratoflow.control import concurrency_limits
 from stratoflow.models import ConcurrencyLimit
 from stratoflow.schemas import ConcurrencyLimitCreate, Deleted, SlotsAnswer, SlotsRequest

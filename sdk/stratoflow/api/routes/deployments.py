@@ -7,7 +7,7 @@ from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.openapi.params import Body, Path
 from aws_lambda_powertools.event_handler.router import APIGatewayHttpRouter
 
-from stratoflow.api._http import BODY_ERRORS, JSON, count, responses, with_status
+from stratoflow.api._shared import BODY_ERRORS, JSON, count, responses, with_status
 from stratoflow.control import deployments, flow_runs
 from stratoflow.models import Deployment, FlowRun
 from stratoflow.schemas import DeploymentCreate, DeploymentFilter, DeploymentRunCreate

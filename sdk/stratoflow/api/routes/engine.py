@@ -23,8 +23,8 @@ from aws_lambda_powertools.event_handler.openapi.params import Body, Path
 from aws_lambda_powertools.event_handler.router import APIGatewayHttpRouter
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
-from stratoflow.api._http import BODY_ERRORS, ERROR_TEXTS, JSON, responses
 from stratoflow.api._parsing import RunKeys, parse_kind, parse_run
+from stratoflow.api._shared import BODY_ERRORS, ERROR_TEXTS, JSON, responses
 from stratoflow.control import cache_entries, engine_runs
 from stratoflow.models import CacheEntry, Flow
 from stratoflow.schemas import ObjectName

@@ -7,7 +7,7 @@ from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.openapi.params import Body
 from aws_lambda_powertools.event_handler.router import APIGatewayHttpRouter
 
-from stratoflow.api._http import BODY_ERRORS, JSON, FlowRunId, count, responses, with_headers, with_status
+from stratoflow.api._shared import BODY_ERRORS, JSON, FlowRunId, count, responses, with_headers, with_status
 from stratoflow.control import flow_runs
 from stratoflow.models import FlowRun
 from stratoflow.orchestration import RunKind

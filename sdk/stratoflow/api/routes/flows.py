@@ -5,7 +5,7 @@ from typing import Annotated
 from aws_lambda_powertools.event_handler.openapi.params import Path, Query
 from aws_lambda_powertools.event_handler.router import APIGatewayHttpRouter
 
-from stratoflow.api._http import responses
+from stratoflow.api._shared import responses
 from stratoflow.control import flow_runs
 from stratoflow.models import Flow
 from stratoflow.storage import get_store

@@ -6,7 +6,7 @@ from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.openapi.params import Body, Query
 from aws_lambda_powertools.event_handler.router import APIGatewayHttpRouter
 
-from stratoflow.api._http import JSON, FlowRunId, count, responses
+from stratoflow.api._shared import JSON, FlowRunId, count, responses
 from stratoflow.control import logs as run_logs
 from stratoflow.schemas import MAX_LOGS_PER_REQUEST, LogCursor, LogIn, LogPageOut, LogsWritten
 from stratoflow.storage import get_store

@@ -6,7 +6,7 @@ from typing import Annotated
 from aws_lambda_powertools.event_handler.openapi.params import Path
 from aws_lambda_powertools.event_handler.router import APIGatewayHttpRouter
 
-from stratoflow.api._http import FlowRunId, count, responses
+from stratoflow.api._shared import FlowRunId, count, responses
 from stratoflow.control import flow_runs, task_runs
 from stratoflow.models import TaskRun
 from stratoflow.orchestration import RunKind

@@ -18,7 +18,7 @@ from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.openapi.params import Path, Query
 from aws_lambda_powertools.event_handler.router import APIGatewayHttpRouter
 
-from stratoflow.api._http import ERROR_TEXTS, JSON, responses
+from stratoflow.api._shared import ERROR_TEXTS, JSON, responses
 from stratoflow.api.errors import error_body
 from stratoflow.control import ui_views
 from stratoflow.states import now

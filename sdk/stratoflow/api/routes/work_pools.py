@@ -7,7 +7,7 @@ from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.openapi.params import Path
 from aws_lambda_powertools.event_handler.router import APIGatewayHttpRouter
 
-from stratoflow.api._http import JSON, responses
+from stratoflow.api._shared import JSON, responses
 from stratoflow.control import work_pools
 from stratoflow.models import WorkPool, WorkQueue
 from stratoflow.schemas import WorkPoolCreate, WorkQueueCreate
