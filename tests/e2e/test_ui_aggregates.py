@@ -6,8 +6,8 @@ from datetime import timedelta
 
 import pytest
 
-from stratoflow.api import ui_routes
 from stratoflow.control import deployments, flow_runs, work_pools
+from stratoflow.control import ui_views as ui_routes
 from stratoflow.schemas import DeploymentCreate, DeploymentRunCreate, FlowRunCreate, StateIn, WorkPoolCreate
 from stratoflow.settings import get_settings
 from stratoflow.states import StateDetails, StateType, now

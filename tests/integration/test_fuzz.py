@@ -387,9 +387,11 @@ BODY_MUTATIONS = ["wrong_type", "missing_required", "extra_field", "huge_string"
 PARAM_MUTATIONS = ["bad_path_param", "odd_path_param", "bad_query", "unknown_query"]
 
 
-@st.composite
-def fuzz_requests(draw: st.DrawFn, operations: list[Operation], gen: Generator) -> FuzzRequest:
-    op = draw(st.sampled_from(operations))
+FIELD_MUTATIONS = ("wrong_type", "missing_required", "extra_field", "huge_string", "odd_unicode")
+
+
+def _mutation_kinds(op: Operation) -> list[str]:
+    """The mutations that apply to ``op``: those of the parameters it has, and the body ones if it takes a body."""
     mutations = list(PARAM_MUTATIONS if op.path_params or op.query_params else [])
     if not op.path_params:
         mutations = [m for m in mutations if "path" not in m]
@@ -397,25 +399,38 @@ def fuzz_requests(draw: st.DrawFn, operations: list[Operation], gen: Generator) 
         mutations = [m for m in mutations if "query" not in m]
     if op.body_schema is not None:
         mutations += BODY_MUTATIONS
-    kind = draw(st.sampled_from(["valid"] * max(2, len(mutations) // 2) + mutations)) if mutations else "valid"
-    must_fail = False
-    broken: str | None = None
+    return mutations
 
-    # path and query
+
+def _draw_path_value(draw: st.DrawFn, gen: Generator, param: dict[str, Any], kind: str) -> tuple[Any, bool]:
+    """A value for one path parameter, broken by the path mutations; and whether it must be refused."""
+    value = draw(gen.value(param.get("schema", {}), param["name"], in_path=True))
+    if kind == "bad_path_param":
+        value = draw(gen.invalid_string(gen.schema.resolve(param.get("schema", {})))
+                     .filter(lambda s: len(s) <= 20_000))
+        if value and not param["name"].endswith("_id"):
+            value = f"{OWN_PREFIX}missing-{value}"  # never an object of this test's or anyone else's
+        return value, True
+    if kind == "odd_path_param":
+        odd_chars = st.sampled_from([*ODD_UNICODE[:10], "/", "?", "#", "%", " ", ".."])
+        value = "fuzz-" + "".join(draw(st.lists(odd_chars, min_size=1, max_size=4)))
+        return value, True  # no run has such an id
+    return value, False
+
+
+def _draw_path(draw: st.DrawFn, op: Operation, gen: Generator, kind: str) -> tuple[str, bool]:
+    """The path with its parameters filled in; and whether a mutation broke one."""
     path = op.path
+    must_fail = False
     for param in op.path_params:
-        value = draw(gen.value(param.get("schema", {}), param["name"], in_path=True))
-        if kind == "bad_path_param":
-            value = draw(gen.invalid_string(gen.schema.resolve(param.get("schema", {})))
-                         .filter(lambda s: len(s) <= 20_000))
-            if value and not param["name"].endswith("_id"):
-                value = f"{OWN_PREFIX}missing-{value}"  # never an object of this test's or anyone else's
-            must_fail = True
-        elif kind == "odd_path_param":
-            odd_chars = st.sampled_from([*ODD_UNICODE[:10], "/", "?", "#", "%", " ", ".."])
-            value = "fuzz-" + "".join(draw(st.lists(odd_chars, min_size=1, max_size=4)))
-            must_fail = True  # no run has such an id
+        value, broken = _draw_path_value(draw, gen, param, kind)
+        must_fail = must_fail or broken
         path = path.replace("{" + param["name"] + "}", quote(str(value), safe=""))
+    return path, must_fail
+
+
+def _draw_query_params(draw: st.DrawFn, op: Operation, gen: Generator) -> list[tuple[str, str]]:
+    """Valid values for the required query parameters and some of the optional ones."""
     query: list[tuple[str, str]] = []
     for param in op.query_params:
         if not param.get("required") and not draw(st.booleans()):
@@ -423,127 +438,208 @@ def fuzz_requests(draw: st.DrawFn, operations: list[Operation], gen: Generator) 
         value = draw(gen.value(param.get("schema", {}), param["name"]))
         if value is not None:
             query.append((param["name"], str(value).lower() if isinstance(value, bool) else str(value)))
+    return query
+
+
+def _draw_bad_number(draw: st.DrawFn, schema: dict[str, Any]) -> tuple[str, bool]:
+    """Not a number, or out of the bounds of ``schema``; and whether it must be refused."""
+    low, high = _bound(schema, "minimum", "ge"), _bound(schema, "maximum", "le")
+    bad = ["abc", "1.5e999", "", "0x10", "٣"]
+    if low is not None:
+        bad.append(str(int(low) - 1))
+    if high is not None:
+        bad.append(str(int(high) + 1))
+    value = draw(st.sampled_from(bad))
+    return value, value not in ("",)  # an empty value may count as absent
+
+
+def _draw_bad_text(draw: st.DrawFn, schema: dict[str, Any]) -> tuple[str, bool]:
+    """Longer than the maxLength of ``schema`` if it has one (must be refused), else odd unicode."""
+    option = next((o for o in [schema, *schema.get("anyOf", [])] if o.get("maxLength") is not None), None)
+    if option is not None:
+        return "q" * draw(st.integers(int(option["maxLength"]) + 1, int(option["maxLength"]) + 5000)), True
+    return draw(st.sampled_from(ODD_UNICODE)), False
+
+
+def _draw_query(draw: st.DrawFn, op: Operation, gen: Generator, kind: str) -> tuple[list[tuple[str, str]], bool]:
+    """The query parameters, with the query mutations applied; and whether the request must be refused."""
+    query = _draw_query_params(draw, op, gen)
     if kind == "bad_query":
         param = draw(st.sampled_from(op.query_params))
         schema = gen.schema.resolve(param.get("schema", {}))
-        if _is_type(schema, "integer") or _is_type(schema, "number"):
-            low, high = _bound(schema, "minimum", "ge"), _bound(schema, "maximum", "le")
-            bad = ["abc", "1.5e999", "", "0x10", "٣"]
-            if low is not None:
-                bad.append(str(int(low) - 1))
-            if high is not None:
-                bad.append(str(int(high) + 1))
-            value = draw(st.sampled_from(bad))
-            must_fail = value not in ("",)  # an empty value may count as absent
-        else:
-            option = next((o for o in [schema, *schema.get("anyOf", [])] if o.get("maxLength") is not None), None)
-            if option is not None:
-                value = "q" * draw(st.integers(int(option["maxLength"]) + 1, int(option["maxLength"]) + 5000))
-                must_fail = True
-            else:
-                value = draw(st.sampled_from(ODD_UNICODE))
-        query = [(k, v) for k, v in query if k != param["name"]] + [(param["name"], value)]
-    elif kind == "unknown_query":
+        numeric = _is_type(schema, "integer") or _is_type(schema, "number")
+        value, must_fail = _draw_bad_number(draw, schema) if numeric else _draw_bad_text(draw, schema)
+        return [(k, v) for k, v in query if k != param["name"]] + [(param["name"], value)], must_fail
+    if kind == "unknown_query":
         name = draw(st.sampled_from(["fuzz", "__proto__", "limit[]", "a b"]))
         query.append((name, draw(st.sampled_from(ODD_UNICODE))))
+    return query, False
+
+
+# A body mutation returns the (maybe replaced) body value, whether the request must be refused, and the
+# name of the field it broke (when there is one).
+Mutated = tuple[Any, bool, str | None]
+
+
+def _break_type(draw: st.DrawFn, value: Any, fields: list[tuple[tuple[Any, ...], dict[str, Any]]]) -> Mutated:
+    """A field (or the body itself, if it has none) of the wrong type."""
+    if fields:
+        p, s = draw(st.sampled_from(fields))
+        container = _is_type(s, "object") or _is_type(s, "array")
+        _set(value, p, draw(st.sampled_from(WRONG_CONTAINER_VALUES if container else WRONG_TYPE_VALUES)))
+        return value, True, _leaf_name(p)
+    container = isinstance(value, dict | list)  # the body itself
+    return draw(st.sampled_from(WRONG_CONTAINER_VALUES if container else WRONG_TYPE_VALUES)), True, None
+
+
+def _drop_required(draw: st.DrawFn, value: Any, fields: list[tuple[tuple[Any, ...], dict[str, Any]]],
+                   body_schema: dict[str, Any], gen: Generator) -> Mutated:
+    """A required field left out (when the body has one)."""
+    required = [(p, s) for p, s in fields if isinstance(p[-1], str) and p[-1] in _required_of(
+        value, p, body_schema, gen.schema)]
+    top = gen.schema.resolve(body_schema)
+    if required:
+        p, _ = draw(st.sampled_from(required))
+        _delete(value, p)
+        return value, True, _leaf_name(p)
+    if isinstance(value, dict) and top.get("required"):
+        pass  # generated without the field already: cannot happen (required are always drawn)
+    return value, False, None
+
+
+def _add_extra_field(draw: st.DrawFn, value: Any, fields: list[tuple[tuple[Any, ...], dict[str, Any]]],
+                     body_schema: dict[str, Any], gen: Generator) -> Mutated:
+    """An unknown field in an object that takes no additional properties (when the body has one)."""
+    objects = [((), gen.schema.resolve(body_schema))] if isinstance(value, dict) else []
+    objects += [(p, s) for p, s in fields if _is_type(s, "object")]
+    strict = [(p, s) for p, s in objects if _closed(s, gen.schema)
+              and isinstance(_get(value, p), dict)]
+    if not strict:
+        return value, False, None
+    p, _ = draw(st.sampled_from(strict))
+    name = draw(st.sampled_from(["fuzz_extra", "__proto__", "constructor", "Flow_Name", "ïd"]))
+    _get(value, p)[name] = draw(json_scalars)
+    return value, True, name
+
+
+def _huge_string(draw: st.DrawFn, value: Any, p: tuple[Any, ...], option: dict[str, Any],
+                 gen: Generator) -> tuple[bool, str | None]:
+    """A string past its bounds or format (must be refused), or a huge one where none is documented."""
+    if option.get("maxLength") is not None or option.get("format"):
+        _set(value, p, draw(gen.invalid_string(option)))
+        return True, _leaf_name(p)
+    _set(value, p, draw(st.integers(10_000, 200_000).map(lambda n: "\u00e9" * n)))
+    return False, None
+
+
+def _odd_string(draw: st.DrawFn, value: Any, p: tuple[Any, ...], option: dict[str, Any]) -> bool:
+    """Odd unicode in a string field; it must be refused if the field has a format."""
+    odd = draw(odd_strings)
+    if option.get("format") == "date-time":
+        odd = "2026-01-01T00:00:00" + odd
+    elif owned(_leaf_name(p) or ""):
+        odd = OWN_PREFIX + odd
+    _set(value, p, odd)
+    return bool(option.get("format"))
+
+
+def _break_string(draw: st.DrawFn, kind: str, value: Any, fields: list[tuple[tuple[Any, ...], dict[str, Any]]],
+                  body_schema: dict[str, Any], gen: Generator) -> Mutated:
+    """``huge_string`` or ``odd_unicode``: in a string field, or (odd unicode) under a new key of a free-form object."""
+    strings = [(p, s) for p, s in fields if _is_type(s, "string") and not _enum(s, gen.schema)]
+    # free-form objects (e.g. parameters) take odd strings too, as a value under a new key
+    free = [(p, s) for p, s in [((), gen.schema.resolve(body_schema)), *fields]
+            if _is_type(s, "object") and not _closed(s, gen.schema) and isinstance(_get(value, p), dict)]
+    if kind == "odd_unicode" and free and (not strings or draw(st.booleans())):
+        p, _ = draw(st.sampled_from(free))
+        _get(value, p)["fuzz-odd"] = draw(odd_strings)
+        return value, False, None
+    if not strings:
+        return value, False, None
+    p, s = draw(st.sampled_from(strings))
+    option = next((o for o in [s, *s.get("anyOf", [])] if o.get("type") == "string"), s)
+    if kind == "huge_string":
+        must_fail, broken = _huge_string(draw, value, p, option, gen)
+        return value, must_fail, broken
+    return value, _odd_string(draw, value, p, option), None
+
+
+def _mutate_fields(draw: st.DrawFn, kind: str, value: Any, body_schema: dict[str, Any], gen: Generator) -> Mutated:
+    """Apply one of FIELD_MUTATIONS to the fields of a generated body."""
+    fields = _fields(value, body_schema, gen.schema.resolve)
+    if kind == "wrong_type":
+        return _break_type(draw, value, fields)
+    if kind == "missing_required":
+        return _drop_required(draw, value, fields, body_schema, gen)
+    if kind == "extra_field":
+        return _add_extra_field(draw, value, fields, body_schema, gen)
+    return _break_string(draw, kind, value, fields, body_schema, gen)
+
+
+def _draw_wrong_shape(draw: st.DrawFn, value: Any, body_schema: dict[str, Any], gen: Generator) -> bytes:
+    """Valid JSON of another shape than the body's: an object for an array, anything else for an object."""
+    top = gen.schema.resolve(body_schema)
+    expects_array = _is_type(top, "array")
+    shapes: list[Any] = [{"fuzz": 1}, {}] if expects_array else [[value], [], "text", 7, True]
+    if not expects_array and not _is_type(top, "null"):
+        shapes.append(None)
+    return json.dumps(draw(st.sampled_from(shapes))).encode()
+
+
+def _encode_body(draw: st.DrawFn, kind: str, value: Any, op: Operation, body_schema: dict[str, Any],
+                 gen: Generator) -> tuple[bytes | None, bool]:
+    """The bytes sent for the body (``value`` as JSON unless the mutation replaces it); and whether they must
+    be refused."""
+    if kind == "malformed_json":
+        return draw(st.sampled_from(MALFORMED_JSON)), True
+    if kind == "wrong_shape":
+        return _draw_wrong_shape(draw, value, body_schema, gen), True
+    if kind == "no_body":
+        return None, op.body_required
+    if kind == "oversize_body":
+        pad = draw(st.integers(1, 64 * 1024))
+        return json.dumps({"fuzz": "x" * (MAX_BODY_BYTES + pad)}).encode(), True
+    try:
+        return json.dumps(value, ensure_ascii=draw(st.booleans())).encode("utf-8"), False
+    except UnicodeEncodeError:  # a lone surrogate: JSON can carry it only as an escape (\ud800)
+        return json.dumps(value).encode(), False
+
+
+def _draw_content_type(draw: st.DrawFn, kind: str) -> tuple[str | None, bool]:
+    """The content-type header, broken by the content-type mutations; and whether it must be refused."""
+    if kind == "wrong_content_type":
+        return draw(st.sampled_from(WRONG_CONTENT_TYPES)), True
+    if kind == "no_content_type":
+        return None, False
+    return "application/json", False
+
+
+def _draw_body(draw: st.DrawFn, op: Operation, gen: Generator,
+               kind: str) -> tuple[bytes | None, str | None, bool, str | None]:
+    """The body and its content type, with the body mutations applied; whether the request must be refused; and
+    the name of the field a mutation broke (when there is one)."""
+    if op.body_schema is None:
+        return None, None, False, None
+    value = draw(gen.value(op.body_schema))
+    must_fail, broken = False, None
+    if kind in FIELD_MUTATIONS:
+        value, must_fail, broken = _mutate_fields(draw, kind, value, op.body_schema, gen)
+    body, body_fails = _encode_body(draw, kind, value, op, op.body_schema, gen)
+    content_type, type_fails = _draw_content_type(draw, kind)
+    return body, content_type, must_fail or body_fails or type_fails, broken
+
+
+@st.composite
+def fuzz_requests(draw: st.DrawFn, operations: list[Operation], gen: Generator) -> FuzzRequest:
+    op = draw(st.sampled_from(operations))
+    mutations = _mutation_kinds(op)
+    kind = draw(st.sampled_from(["valid"] * max(2, len(mutations) // 2) + mutations)) if mutations else "valid"
+    path, path_fails = _draw_path(draw, op, gen, kind)
+    query, query_fails = _draw_query(draw, op, gen, kind)
     if query:
         path += "?" + urlencode(query, quote_via=quote, errors="surrogatepass")
-
-    # body
-    body: bytes | None = None
-    content_type: str | None = None
-    if op.body_schema is not None:
-        content_type = "application/json"
-        value = draw(gen.value(op.body_schema))
-        if kind in ("wrong_type", "missing_required", "extra_field", "huge_string", "odd_unicode"):
-            fields = _fields(value, op.body_schema, gen.schema.resolve)
-            if kind == "wrong_type":
-                if fields:
-                    p, s = draw(st.sampled_from(fields))
-                    container = _is_type(s, "object") or _is_type(s, "array")
-                    _set(value, p, draw(st.sampled_from(WRONG_CONTAINER_VALUES if container else WRONG_TYPE_VALUES)))
-                    broken = _leaf_name(p)
-                else:  # the body itself
-                    container = isinstance(value, dict | list)
-                    value = draw(st.sampled_from(WRONG_CONTAINER_VALUES if container else WRONG_TYPE_VALUES))
-                must_fail = True
-            elif kind == "missing_required":
-                required = [(p, s) for p, s in fields if isinstance(p[-1], str) and p[-1] in _required_of(
-                    value, p, op.body_schema, gen.schema)]
-                top = gen.schema.resolve(op.body_schema)
-                if required:
-                    p, _ = draw(st.sampled_from(required))
-                    _delete(value, p)
-                    broken = _leaf_name(p)
-                    must_fail = True
-                elif isinstance(value, dict) and top.get("required"):
-                    pass  # generated without the field already: cannot happen (required are always drawn)
-            elif kind == "extra_field":
-                objects = [((), gen.schema.resolve(op.body_schema))] if isinstance(value, dict) else []
-                objects += [(p, s) for p, s in fields if _is_type(s, "object")]
-                strict = [(p, s) for p, s in objects if _closed(s, gen.schema)
-                          and isinstance(_get(value, p), dict)]
-                if strict:
-                    p, _ = draw(st.sampled_from(strict))
-                    name = draw(st.sampled_from(["fuzz_extra", "__proto__", "constructor", "Flow_Name", "ïd"]))
-                    _get(value, p)[name] = draw(json_scalars)
-                    broken = name
-                    must_fail = True
-            elif kind in ("huge_string", "odd_unicode"):
-                strings = [(p, s) for p, s in fields if _is_type(s, "string") and not _enum(s, gen.schema)]
-                # free-form objects (e.g. parameters) take odd strings too, as a value under a new key
-                free = [(p, s) for p, s in [((), gen.schema.resolve(op.body_schema)), *fields]
-                        if _is_type(s, "object") and not _closed(s, gen.schema) and isinstance(_get(value, p), dict)]
-                if kind == "odd_unicode" and free and (not strings or draw(st.booleans())):
-                    p, _ = draw(st.sampled_from(free))
-                    _get(value, p)["fuzz-odd"] = draw(odd_strings)
-                elif strings:
-                    p, s = draw(st.sampled_from(strings))
-                    option = next((o for o in [s, *s.get("anyOf", [])] if o.get("type") == "string"), s)
-                    if kind == "huge_string":
-                        if option.get("maxLength") is not None or option.get("format"):
-                            _set(value, p, draw(gen.invalid_string(option)))
-                            must_fail = True
-                            broken = _leaf_name(p)
-                        else:
-                            _set(value, p, draw(st.integers(10_000, 200_000).map(lambda n: "\u00e9" * n)))
-                    else:
-                        odd = draw(odd_strings)
-                        if option.get("format") == "date-time":
-                            odd = "2026-01-01T00:00:00" + odd
-                        elif owned(_leaf_name(p) or ""):
-                            odd = OWN_PREFIX + odd
-                        _set(value, p, odd)
-                        must_fail = bool(option.get("format"))
-        if kind == "malformed_json":
-            body = draw(st.sampled_from(MALFORMED_JSON))
-            must_fail = True
-        elif kind == "wrong_shape":
-            top = gen.schema.resolve(op.body_schema)
-            expects_array = _is_type(top, "array")
-            shapes: list[Any] = [{"fuzz": 1}, {}] if expects_array else [[value], [], "text", 7, True]
-            if not expects_array and not _is_type(top, "null"):
-                shapes.append(None)
-            body = json.dumps(draw(st.sampled_from(shapes))).encode()
-            must_fail = True
-        elif kind == "no_body":
-            body = None
-            must_fail = op.body_required
-        elif kind == "oversize_body":
-            pad = draw(st.integers(1, 64 * 1024))
-            body = json.dumps({"fuzz": "x" * (MAX_BODY_BYTES + pad)}).encode()
-            must_fail = True
-        else:
-            try:
-                body = json.dumps(value, ensure_ascii=draw(st.booleans())).encode("utf-8")
-            except UnicodeEncodeError:  # a lone surrogate: JSON can carry it only as an escape (\ud800)
-                body = json.dumps(value).encode()
-        if kind == "wrong_content_type":
-            content_type = draw(st.sampled_from(WRONG_CONTENT_TYPES))
-            must_fail = True
-        elif kind == "no_content_type":
-            content_type = None
-    return FuzzRequest(op, kind, op.method, path, body, content_type, must_fail, broken)
+    body, content_type, body_fails, broken = _draw_body(draw, op, gen, kind)
+    return FuzzRequest(op, kind, op.method, path, body, content_type, path_fails or query_fails or body_fails, broken)
 
 
 def _get(value: Any, path: tuple[Any, ...]) -> Any:
@@ -624,36 +720,66 @@ def _seed_runs(dev_stack: Any, tmp_path: Path) -> dict[str, list[str]]:
     return {"flow_run_id": [flow_run_id], "task_run_id": task_run_ids}
 
 
+def _record_problem(request: FuzzRequest, status: int, body: bytes, outcome: Outcome, text: str) -> None:
+    """A problem with the answer to ``request``: known (``KNOWN_ISSUES``) or not."""
+    line = f"{status} for {request.describe()}: {text}; response {body[:400]!r}"
+    for op, known_status, matches, why in KNOWN_ISSUES:
+        if op in (request.op.key, "*") and known_status == status and matches(request):
+            outcome.known.append(f"{line} [known: {why}]")
+            return
+    outcome.problems.append(line)
+
+
+def _parse_json(body: bytes) -> Any:
+    """The response body as JSON, or None if it is empty or not JSON."""
+    if not body:
+        return None
+    try:
+        return json.loads(body)
+    except ValueError:
+        return None
+
+
+def _error_problem(request: FuzzRequest, status: int, content_type: str, parsed: Any) -> str | None:
+    """What is wrong with an error (4xx) response, if anything."""
+    if not content_type.startswith("application/json"):
+        return f"error response with content-type {content_type!r}"
+    if not (isinstance(parsed, dict) and isinstance(parsed.get("error"), str) and parsed["error"].strip()):
+        return "error body is not a JSON object with a non-empty 'error'"
+    if "\n" in parsed["error"]:
+        return "'error' is not one line"
+    if status == 422 and request.field and request.kind != "huge_string" and request.field not in (
+            parsed["error"] + json.dumps(parsed.get("errors", ""))):
+        return f"the 422 does not name the broken field {request.field!r}"
+    return None
+
+
+def _success_body_problem(request: FuzzRequest, status: int, parsed: Any, schema: Schema) -> str | None:
+    """What is wrong with the body of a 2xx answer to a valid request, if anything."""
+    if not (request.kind == "valid" and 200 <= status < 300 and str(status) in request.op.spec.get("responses", {})):
+        return None
+    content = request.op.spec["responses"][str(status)].get("content", {}).get("application/json")
+    if not (content and "schema" in content):
+        return None
+    if parsed is None:
+        return "2xx body is not JSON"
+    mismatch = schema.check(parsed, content["schema"])
+    return f"2xx body does not match the documented schema: {mismatch}" if mismatch else None
+
+
 def _check(request: FuzzRequest, status: int, headers: list[tuple[str, str]], body: bytes, schema: Schema,
            outcome: Outcome) -> None:
-    def problem(text: str) -> None:
-        line = f"{status} for {request.describe()}: {text}; response {body[:400]!r}"
-        for op, known_status, matches, why in KNOWN_ISSUES:
-            if op in (request.op.key, "*") and known_status == status and matches(request):
-                outcome.known.append(f"{line} [known: {why}]")
-                return
-        outcome.problems.append(line)
+    def problem(text: str | None) -> None:
+        if text is not None:
+            _record_problem(request, status, body, outcome, text)
 
     if status >= 500:
         problem("a 5xx")
         return
     content_type = next((v for k, v in headers if k.lower() == "content-type"), "")
-    parsed: Any = None
-    if body:
-        try:
-            parsed = json.loads(body)
-        except ValueError:
-            parsed = None
+    parsed = _parse_json(body)
     if status >= 400:
-        if not content_type.startswith("application/json"):
-            problem(f"error response with content-type {content_type!r}")
-        elif not (isinstance(parsed, dict) and isinstance(parsed.get("error"), str) and parsed["error"].strip()):
-            problem("error body is not a JSON object with a non-empty 'error'")
-        elif "\n" in parsed["error"]:
-            problem("'error' is not one line")
-        elif status == 422 and request.field and request.kind != "huge_string" and request.field not in (
-                parsed["error"] + json.dumps(parsed.get("errors", ""))):
-            problem(f"the 422 does not name the broken field {request.field!r}")
+        problem(_error_problem(request, status, content_type, parsed))
     if request.kind == "valid" and status == 422 and isinstance(parsed, dict):
         seen = outcome.refused_valid.setdefault(request.op.key, [0, str(parsed.get("error"))[:160]])
         seen[0] += 1
@@ -661,15 +787,7 @@ def _check(request: FuzzRequest, status: int, headers: list[tuple[str, str]], bo
         problem("a request broken on purpose was not refused with a 4xx")
     if request.kind == "valid" and status not in request.op.documented:
         problem(f"status not documented for {request.op.key} (documented: {sorted(request.op.documented)})")
-    if request.kind == "valid" and 200 <= status < 300 and str(status) in request.op.spec.get("responses", {}):
-        content = request.op.spec["responses"][str(status)].get("content", {}).get("application/json")
-        if content and "schema" in content:
-            if parsed is None:
-                problem("2xx body is not JSON")
-            else:
-                mismatch = schema.check(parsed, content["schema"])
-                if mismatch:
-                    problem(f"2xx body does not match the documented schema: {mismatch}")
+    problem(_success_body_problem(request, status, parsed, schema))
 
 
 def test_fuzz_every_operation_from_the_openapi_document(dev_stack: Any, tmp_path: Path,

@@ -1,7 +1,7 @@
 """The control-plane API served by ``functions/api`` (one Lambda behind an HTTP API).
 
-``stratoflow.api.app.get_app()`` is the Powertools resolver with every route; the modules beside
-it hold the request/response models (``schemas``), the operations over the store
-(``operations``) and the error shape (``errors``). Nothing is imported here, so importing the
-handler stays cheap.
+``stratoflow.api.app.get_app()`` is the Powertools resolver (middleware, error statuses, OpenAPI
+settings); ``routes/`` holds the routes, one Powertools ``Router`` per noun; ``errors`` is the
+error body's shape, ``_shared`` what the route modules share, ``_parsing`` the parsing of the
+engine's free-form runs. Nothing is imported here.
 """

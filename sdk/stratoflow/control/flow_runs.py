@@ -1,4 +1,4 @@
-"""Flow runs: create (also from a deployment), read, cancel, retry, resume, delete, and the
+"""Flow runs: create (also from a deployment), read, filter, cancel, retry, resume, delete, and the
 API's set_state of either kind. Every transition goes through ``transitions``.
 
 No HTTP here: every function validates its input before its first write and raises domain
@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from stratoflow.control import transitions
 from stratoflow.control.dispatch import dispatch_run
+from stratoflow.control.engine_runs import forget_flow_run
 from stratoflow.control.run_input import DEFAULT_KEY, check_run_input, input_key
 from stratoflow.exceptions import (
     Conflict,
@@ -37,10 +38,12 @@ from stratoflow.orchestration import (
 from stratoflow.schemas import (
     DeploymentRunCreate,
     FlowRunCreate,
+    FlowRunFilter,
     SetStateIn,
     StateIn,
 )
 from stratoflow.states import AwaitingRetry, Cancelled, Cancelling, Scheduled, State, StateType, now
+from stratoflow.storage.base import FlowRunQuery
 
 if TYPE_CHECKING:
     from stratoflow.settings import Settings
@@ -140,6 +143,7 @@ def _earlier_run(store: Store, flow_name: str, key: str) -> FlowRun | None:
 def delete_flow_run(store: Store, flow_run_id: str) -> None:
     """Remove the run, its task runs and its idempotency marker; ``ObjectNotFound`` if unknown."""
     store.delete_flow_run(flow_run_id)
+    forget_flow_run(flow_run_id)  # its task runs are refused again (404)
 
 
 def cancel_flow_run(store: Store, flow_run_id: str) -> FlowRun:
@@ -219,6 +223,21 @@ def resume_flow_run(store: Store, flow_run_id: str, run_input: dict[str, Any] | 
     if moved.state is not None and moved.state.type == StateType.SCHEDULED:
         dispatch_run(store, settings_or_default(settings), moved)
     return moved
+
+
+def filter_flow_runs(store: Store, request: FlowRunFilter) -> tuple[list[FlowRun], str | None]:
+    """A page of the flow runs ``request`` matches and the cursor of the next page (None on the
+    last). ``scheduled_before`` counts only with ``state_types``; a cursor this API did not hand
+    out is refused (422)."""
+    types = tuple(StateType(t) for t in request.state_types or ())
+    try:
+        return store.page_flow_runs(FlowRunQuery(
+            flow_name=request.flow_name, deployment_id=request.deployment_id, state_types=types,
+            tags=tuple(request.tags or ()), scheduled_before=request.scheduled_before if types else None,
+            created_after=request.created_after, created_before=request.created_before, cursor=request.cursor,
+            limit=request.limit))
+    except ValueError as exc:
+        raise Unprocessable(f"body.cursor: {exc}") from None
 
 
 def list_flows(store: Store, limit: int = 200) -> list[Flow]:

@@ -1,6 +1,6 @@
 """The ``Store`` over the control-plane API (``STRATOFLOW_API_URL``).
 
-Runs, flows, logs and cache entries go through the API (``stratoflow.api.engine_routes`` and the
+Runs, flows, logs and cache entries go through the API (``stratoflow.api.routes.engine`` and the
 public routes), which re-checks every transition against the orchestration policy and writes
 with the store's conditional writes. Blobs (results, large parameters) go straight to S3 with
 the caller's own credentials, as they may be far larger than an API request.

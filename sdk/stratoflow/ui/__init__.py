@@ -1,7 +1,7 @@
 """The Stratoflow web UI: static assets (``static/``) served by the API function under ``/ui/``.
 
 Plain HTML, CSS and JavaScript modules, no build step and nothing fetched from elsewhere: every
-file the browser loads is one of ``static/*``. ``stratoflow.api.ui_routes`` serves them with
+file the browser loads is one of ``static/*``. ``stratoflow.api.routes.ui`` serves them with
 :func:`asset_response` and adds the read-only ``/ui/api/...`` aggregates the pages use.
 """
 

@@ -59,7 +59,7 @@ export function stateClass(type, name) {
 }
 
 // A Scheduled run whose time passed more than this long ago is shown Late (as Prefect marks it).
-export const LATE_AFTER_MS = 15000;
+export const LATE_AFTER_MS = 15000;  // stratoflow.states.LATE_AFTER: the janitor marks such runs Late
 
 export function isLate(state, now = Date.now()) {
   const details = state && state.state_details;
