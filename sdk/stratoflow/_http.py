@@ -23,6 +23,7 @@ import socket
 import threading
 import time
 from collections.abc import Mapping
+from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
@@ -106,6 +107,7 @@ class HttpTransport:
                 if not self._credentials_resolved:
                     creds = None
                     try:
+                        # cold start: botocore's signer loads only in a process that calls the API
                         import botocore.session
 
                         creds = botocore.session.get_session().get_credentials()
@@ -123,6 +125,7 @@ class HttpTransport:
         creds = self._get_credentials()
         if creds is None:
             return headers
+        # cold start: botocore's signer loads only in a process that calls the API
         from botocore.auth import SigV4Auth
         from botocore.awsrequest import AWSRequest
 
@@ -278,8 +281,6 @@ def _retry_after(value: str | None) -> float | None:
     try:
         seconds = float(value)
     except ValueError:
-        from email.utils import parsedate_to_datetime
-
         try:
             when = parsedate_to_datetime(value)
         except (TypeError, ValueError):

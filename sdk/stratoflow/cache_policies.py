@@ -13,13 +13,14 @@ import pickle  # nosec B403  # pickle.dumps only, to hash task inputs into a cac
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from pydantic_core import to_jsonable_python
+
 if TYPE_CHECKING:
     from stratoflow.context import FlowRunContext
     from stratoflow.tasks import Task
 
 
 def _stable_bytes(value: Any) -> bytes:
-    from pydantic_core import to_jsonable_python
 
     try:
         return json.dumps(to_jsonable_python(value), sort_keys=True, separators=(",", ":")).encode()

@@ -16,6 +16,7 @@ classes (``Conflict``, ``Unprocessable``, ...) for the rest. ``set_flow_run_stat
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import Any, cast
@@ -421,7 +422,6 @@ class StratoflowClient:
 
     def read_flow_run_parameters(self, flow_run_id: str) -> dict[str, object]:
         """The run's parameters, loaded from S3 when they were too large for the run item."""
-        import json
 
         run = self.read_flow_run(flow_run_id)
         if run.parameters_ref:

@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -51,7 +52,6 @@ def _context() -> Any:
 def _input_on_the_run(run: Any, key: str) -> dict[str, Any] | None:
     """The input a resume recorded on the run's state (``Resuming``), for this pause's key, when
     the objects table is out of reach (a flow running over the API)."""
-    import json
 
     for state in reversed(run.state_history):
         keyset = state.state_details.run_input_keyset or {}

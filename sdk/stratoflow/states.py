@@ -136,6 +136,8 @@ class State(BaseModel):
         Loading goes through the active result store (inline or S3), so a state read back
         with ``get_client()`` in another process gives the same value.
         """
+        # The one import from the core into storage (pyproject.toml: ignore_imports), at call time:
+        # State.result() loads a stored result, as Prefect's does.
         from stratoflow.storage.results import load_state_result
 
         return load_state_result(self, raise_on_failure=raise_on_failure)

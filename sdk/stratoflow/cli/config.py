@@ -52,7 +52,7 @@ class StackConfigError(StratoflowError):
 
 def read_stack_outputs(stack_name: str, *, region: str | None = None, profile: str | None = None) -> dict[str, str]:
     """``{OutputKey: OutputValue}`` of the stack (any boto3 credentials source; ``profile`` wins)."""
-    # Imported here: boto3 takes a fifth of a second to import and only this command uses it directly.
+    # cold start: boto3 takes a fifth of a second to import and only this command uses it directly.
     import boto3
 
     session = boto3.session.Session(profile_name=profile, region_name=region)

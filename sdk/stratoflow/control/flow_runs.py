@@ -188,7 +188,6 @@ def resume_flow_run(store: Store, flow_run_id: str, run_input: dict[str, Any] | 
     """Paused -> Running (the waiting body goes on); Suspended -> Scheduled and sent to its work
     queue (the flow runs again and its suspend call returns the input). ``run_input`` is checked
     against the schema the pause declared (422 naming the field) before anything is written."""
-    import json as _json
 
 
     run = read_flow_run(store, flow_run_id)
@@ -207,12 +206,12 @@ def resume_flow_run(store: Store, flow_run_id: str, run_input: dict[str, Any] | 
         proposed: State = Scheduled(name="Resuming", message="resumed; it runs again from the start")
         if run_input is not None:
             # Also on the state: a flow reading its input over the API (a sandboxed run) finds it there.
-            proposed.state_details.run_input_keyset = {"input": _json.dumps(run_input), "key": key}
+            proposed.state_details.run_input_keyset = {"input": json.dumps(run_input), "key": key}
     else:
 
         proposed = Running(message="resumed")
         if run_input is not None:
-            proposed.state_details.run_input_keyset = {"input": _json.dumps(run_input)}
+            proposed.state_details.run_input_keyset = {"input": json.dumps(run_input)}
     result, moved = transitions.propose(store, RunKind.FLOW, run, proposed)
     if result.status == ResponseStatus.ABORT:
         raise TransitionRefused(result)

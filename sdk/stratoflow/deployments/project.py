@@ -97,6 +97,7 @@ def _where(loc: Sequence[Any]) -> str:
 def load_project(path: Path | str) -> tuple[ProjectSpec, Path]:
     """The parsed file and the project directory (the file's directory). ``path`` is the file
     or a directory holding ``stratoflow.yaml``."""
+    # cold start: PyYAML loads only when a project file is read (stratoflow deploy)
     import yaml
 
     file = Path(path)

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from stratoflow.control import work_pools
@@ -88,7 +90,6 @@ class SqsEventSource:
         self.invocations = 0
 
     def _current_targets(self) -> list[QueueTarget]:
-        import time
 
         with self._targets_lock:
             if time.monotonic() - self._refreshed >= self.refresh_seconds:
@@ -115,7 +116,6 @@ class SqsEventSource:
     def _loop(self) -> None:
         """One poller; invocations run in up to ``concurrency`` threads (an event source mapping's
         maximum concurrency). It long-polls only while nothing is running."""
-        from concurrent.futures import ThreadPoolExecutor
 
         with ThreadPoolExecutor(self.concurrency, thread_name_prefix="sqs-event-source") as pool:
             while not self._stop.is_set():

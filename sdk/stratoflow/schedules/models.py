@@ -13,6 +13,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     BaseModel,
@@ -49,7 +50,6 @@ def expand_cron(cron: str) -> str:
 
 
 def check_timezone(value: str) -> str:
-    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
     if not value or value != value.strip() or value.startswith(("/", ".")) or ".." in value:
         raise ValueError(f"{value!r} is not an IANA time zone name (e.g. UTC, Europe/Paris)")
@@ -61,6 +61,7 @@ def check_timezone(value: str) -> str:
 
 
 def check_cron(value: str) -> str:
+    # cold start: croniter loads when a cron is first read, not with every model import
     from croniter import croniter
 
     expanded = expand_cron(value)
@@ -82,6 +83,7 @@ def check_cron(value: str) -> str:
 
 
 def check_rrule(value: str) -> str:
+    # cold start: dateutil's rrule loads when an rrule is first read
     from dateutil.rrule import rrulestr
 
     try:

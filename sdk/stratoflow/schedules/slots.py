@@ -197,6 +197,7 @@ def iter_slots(schedule: AnySchedule, after: datetime, budget: SlotBudget | None
 
 
 def _cron_slots(schedule: CronSchedule, after: datetime, budget: SlotBudget) -> Iterator[datetime]:
+    # cold start: croniter loads when a cron is first read, not with every model import
     from croniter import croniter
 
     it = croniter(expand_cron(schedule.cron), after.astimezone(zone(schedule.timezone)), day_or=schedule.day_or)
@@ -231,6 +232,7 @@ def _interval_slots(schedule: IntervalSchedule, after: datetime, budget: SlotBud
 # -- rrule ----------------------------------------------------------------------------------------
 def parse_rrule(schedule: RRuleSchedule) -> Any:
     """The schedule's ``dateutil.rrule.rruleset`` (DTSTART 2020-01-01 00:00 when it has none)."""
+    # cold start: dateutil's rrule loads when an rrule is first read
     from dateutil.rrule import rrulestr
 
     return rrulestr(schedule.rrule, forceset=True, dtstart=DEFAULT_ANCHOR)
@@ -243,6 +245,7 @@ def _counting_rule_type() -> type:
     per-period helper that counts), because a rule whose days never match
     (``FREQ=DAILY;BYMONTH=2;BYMONTHDAY=30``) spins there until year 9999 without producing
     anything: seconds inside a single ``next()``."""
+    # cold start: dateutil's rrule loads when an rrule is first read
     from dateutil import rrule as du
 
     # No __slots__ of its own: _iterinfo.__init__ sets every name in self.__slots__ (its own list).
@@ -314,6 +317,7 @@ def moved_dtstart(rule: Any, start: datetime) -> datetime:
 def counted_rules(rules: Any, start: datetime, budget: SlotBudget) -> Any:
     """A copy of the rruleset ``rules`` whose RRULEs and EXRULEs start near ``start`` (wall time,
     with a zone when the rule has one) and charge ``budget``."""
+    # cold start: dateutil's rrule loads when an rrule is first read
     from dateutil.rrule import rruleset
 
     rule_type = _counting_rule_type()

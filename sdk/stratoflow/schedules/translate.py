@@ -153,6 +153,7 @@ def _day_of_week_text(dow: list[Any], nth: dict[Any, Any]) -> str | Translation:
 
 
 def _translate_cron(schedule: CronSchedule) -> Translation:
+    # cold start: croniter loads when a cron is first read, not with every model import
     from croniter import croniter
 
     cron = expand_cron(schedule.cron)
@@ -322,6 +323,7 @@ def eventbridge_slots(expr: EventBridgeExpression, after: datetime, until: datet
 
 
 def _eventbridge_cron(expr: EventBridgeExpression, after: datetime) -> Iterator[datetime]:
+    # cold start: croniter loads when a cron is first read, not with every model import
     from croniter import croniter
 
     tz = zone(expr.timezone)

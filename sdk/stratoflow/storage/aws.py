@@ -21,6 +21,7 @@ def embedded_cloud(settings: Settings) -> Any | None:
     """The embedded cloud when the embedded backend is active, else None."""
     if settings.resolved_backend != "embedded":
         return None
+    # cold start: moto loads only for the embedded backend
     from stratoflow.storage.embedded import get_embedded_cloud
 
     return get_embedded_cloud(settings.home / "embedded", fsync=settings.embedded_fsync)
@@ -38,6 +39,7 @@ def client(service: str, settings: Settings) -> Any:
         existing = _clients.get(key)
         if existing is not None:
             return existing
+        # cold start: boto3 loads on the first AWS call, not at import
         import boto3
         from botocore.config import Config
 

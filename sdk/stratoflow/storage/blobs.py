@@ -25,6 +25,7 @@ class S3Blobs:
 
     def has_blob(self, uri: str) -> bool:
         """Whether the object exists (a HEAD request: deploy skips uploading a package that is there)."""
+        # cold start: botocore's signer loads only in a process that calls the API
         from botocore.exceptions import ClientError
 
         bucket, key = self._own(uri)

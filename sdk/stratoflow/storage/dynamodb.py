@@ -524,6 +524,7 @@ class DynamoDBStore(S3Blobs, Store):
         return f"IDEMPOTENCY#{digest}"
 
     def create_flow_run_idempotent(self, run: FlowRun, key: str) -> tuple[FlowRun, bool]:
+        # cold start: loaded on the first idempotent create
         from pynamodb.transactions import TransactWrite
 
         m = self.models.ObjectItem

@@ -46,6 +46,7 @@ class EmbeddedCloud:
     """One per process and home directory: moto's backends, a lock and the journal."""
 
     def __init__(self, home: Path, fsync: bool = False) -> None:
+        # cold start: moto loads only for the embedded backend
         from moto.core.botocore_stubber import BotocoreStubber
 
         self.home = home
@@ -60,6 +61,7 @@ class EmbeddedCloud:
 
     # botocore calls this for every request of an attached client ("before-send" event).
     def __call__(self, event_name: str, request: Any, **kwargs: Any) -> Any:
+        # cold start: botocore's signer loads only in a process that calls the API
         from botocore.awsrequest import AWSResponse
         from moto.core.botocore_stubber import MockRawResponse
 
@@ -79,6 +81,7 @@ class EmbeddedCloud:
     def attach(self, client: Any) -> Any:
         """Route ``client``'s requests here. Requests go unsigned: nothing checks signatures
         in-process, and signing was a tenth of the cost of every write."""
+        # cold start: botocore's signer loads only in a process that calls the API
         from botocore import UNSIGNED
 
         client.meta.events.register("before-send", self)
@@ -105,6 +108,7 @@ class EmbeddedCloud:
         created first) failed against the same state before, so they are skipped."""
         if not self.journal_path.exists():
             return 0
+        # cold start: botocore's signer loads only in a process that calls the API
         from botocore.awsrequest import AWSPreparedRequest, HTTPHeaders
 
         count = 0
@@ -138,6 +142,7 @@ _current_lock = threading.Lock()
 
 
 def _reset_moto() -> None:
+    # cold start: moto loads only for the embedded backend
     from moto.backends import get_backend
 
     for service in ("dynamodb", "s3", "sqs", "scheduler"):

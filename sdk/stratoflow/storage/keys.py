@@ -88,6 +88,7 @@ def _parse(text: str, where: str) -> bytes:
 
 
 def _from_secrets_manager(settings: Settings) -> bytes:
+    # cold start: botocore's signer loads only in a process that calls the API
     from botocore.exceptions import BotoCoreError, ClientError
 
 

@@ -40,7 +40,9 @@ import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
+from stratoflow import storage  # the package (its get_store), bound once it has loaded
 from stratoflow.exceptions import MissingResult, StratoflowError
+from stratoflow.states import StateType
 
 if TYPE_CHECKING:
     from stratoflow.states import State
@@ -250,9 +252,7 @@ def load_ref(ref: dict[str, Any], store: Store | None = None, *, signer: Signer 
     if serializer not in SERIALIZERS:
         raise ResultIntegrityError(f"result_ref.serializer: {serializer!r} is not one of {', '.join(SERIALIZERS)}")
     if store is None and (signer is None or "uri" in ref):
-        from stratoflow.storage import get_store
-
-        store = get_store()
+        store = storage.get_store()
     if signer is None and store is not None:
         signer = store.result_signer()
     if serializer == "pickle" and signer is None:
@@ -276,7 +276,6 @@ def load_ref(ref: dict[str, Any], store: Store | None = None, *, signer: Signer 
 
 
 def load_state_result(state: State, raise_on_failure: bool = True) -> Any:
-    from stratoflow.states import StateType
 
     if state._has_data:
         value = state._data
