@@ -27,7 +27,7 @@ logger = logging.getLogger("stratoflow.api_store")
 # The API takes up to 1000 log lines and 1 MiB per request; stay below both.
 _LOG_BATCH = 500
 _LOG_BATCH_BYTES = 512 * 1024
-# The API refuses a whole batch for one message over 64 KiB (api.schemas.MAX_LOG_MESSAGE_BYTES):
+# The API refuses a whole batch for one message over 64 KiB (schemas.MAX_LOG_MESSAGE_BYTES):
 # longer ones are cut to fit here, so one huge line does not cost its neighbours.
 _LOG_MESSAGE_BYTES = 64 * 1024
 _CUT = "... [cut: the message was {} bytes]"
