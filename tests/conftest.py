@@ -139,7 +139,8 @@ def _api_env(backend: ApiBackend, home: Path, monkeypatch: pytest.MonkeyPatch) -
 def _forget_client_caches() -> None:
     """Caches of this process that would outlive the stack's reset: AWS clients, and the flow
     records the engine has ensured (keyed by the store object, which stays the same over the API)."""
-    from stratoflow import _aws, flows
+    from stratoflow import _aws
+    from stratoflow.engine import flow_engine as flows
 
     _aws.clear_clients()
     with flows._known_lock:
