@@ -107,7 +107,7 @@ class Heartbeat:
             if self.on_cancel is not None:
                 self.on_cancel()
             else:
-                from stratoflow.flows import request_cancel
+                from stratoflow.engine.flow_engine import request_cancel
 
                 request_cancel(self.flow_run_id)
             self._cancel_sent = True
@@ -349,7 +349,7 @@ def _execute_in_process(store: Store, settings: Settings, run: FlowRun, flow: Fl
                         deadline: float | None) -> MessageResult:
     """``flow_isolation`` "none": the flow runs here, with the runtime's rights."""
     from stratoflow.control.dispatch import dispatch_run
-    from stratoflow.flows import execute_flow_run
+    from stratoflow.engine.flow_engine import execute_flow_run
 
     with Heartbeat(store, run.id, settings.heartbeat_interval, executor_identity()):
         execution = execute_flow_run(flow, run, store=store, settings=settings, deadline_seconds=deadline,

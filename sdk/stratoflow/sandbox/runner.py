@@ -161,7 +161,7 @@ def run_job(job: dict[str, Any]) -> int:
     reset_settings()
     _aws.clear_clients()
     from stratoflow.deployments.packaging import load_entrypoint
-    from stratoflow.flows import execute_flow_run, request_cancel
+    from stratoflow.engine.flow_engine import execute_flow_run, request_cancel
     from stratoflow.logs import get_log_buffer
     from stratoflow.models import FlowRun
     from stratoflow.storage import get_store
