@@ -139,7 +139,7 @@ def _api_env(backend: ApiBackend, home: Path, monkeypatch: pytest.MonkeyPatch) -
 def _forget_client_caches() -> None:
     """Caches of this process that would outlive the stack's reset: AWS clients, and the flow
     records the engine has ensured (keyed by the store object, which stays the same over the API)."""
-    from stratoflow import flows
+    from stratoflow.engine import flow_engine as flows
     from stratoflow.storage import aws as _aws
 
     _aws.clear_clients()

@@ -34,8 +34,8 @@ from stratoflow.control.deployments import read_deployment
 from stratoflow.control.dispatch import dispatch_run
 from stratoflow.control.work_pools import read_work_pool, read_work_queue
 from stratoflow.deployments.packaging import load_entrypoint, materialize_package
+from stratoflow.engine.flow_engine import execute_flow_run, request_cancel
 from stratoflow.exceptions import ObjectNotFound, StratoflowError
-from stratoflow.flows import execute_flow_run, request_cancel
 from stratoflow.models import Deployment, FlowRun, ObjectKind, WorkPool, WorkQueue
 from stratoflow.orchestration import RunKind
 from stratoflow.packages import package_uri_problem

@@ -28,7 +28,7 @@ def _unique(prefix: str) -> str:
 @pytest.fixture(params=["api", "store"])
 def sf(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> Iterator[StratoflowClient]:
     """A client over the API of the dev stack ("api"), or over this test's embedded store ("store")."""
-    from stratoflow import flows
+    from stratoflow.engine import flow_engine as flows
     from stratoflow.settings import reset_settings
     from stratoflow.storage import aws as _aws
 

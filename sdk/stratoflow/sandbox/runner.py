@@ -36,7 +36,7 @@ from typing import Any
 import stratoflow.storage.sandbox_store
 import stratoflow.tasks  # noqa: F401
 from stratoflow.deployments.packaging import load_entrypoint
-from stratoflow.flows import execute_flow_run, request_cancel
+from stratoflow.engine.flow_engine import execute_flow_run, request_cancel
 from stratoflow.logs import get_log_buffer
 from stratoflow.models import FlowRun
 from stratoflow.settings import get_settings, reset_settings
