@@ -175,3 +175,26 @@ def test_forbidden_task_transition_is_aborted_and_changes_nothing(store: Any) ->
     after = store.read_run(RunKind.TASK, run.id)
     assert after.version == 1
     assert [s.name for s in after.state_history] == ["Running", "Completed"]
+
+
+def test_a_lost_commit_answers_with_the_winners_run_without_a_second_read(store: Any,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """DynamoDB returns the stored item with the failed condition (ReturnValuesOnConditionCheckFailure):
+    the loser learns the current run from its own write."""
+    from stratoflow.exceptions import StaleRunError
+    from stratoflow.states import Pending
+
+    run = new_scheduled_flow_run(store)
+    winner = transitions.decide(RunKind.FLOW, run, Pending())
+    assert winner.result.state is not None
+    won = store.commit_run(RunKind.FLOW, winner.run, [winner.result.state], run.version, {run.state_type})
+    reads: list[str] = []
+    monkeypatch.setattr(type(store), "read_run", lambda self, kind, run_id: reads.append(run_id))
+    loser = transitions.decide(RunKind.FLOW, run, Running())  # decided on the version the winner moved
+    assert loser.result.state is not None
+    with pytest.raises(StaleRunError) as lost:
+        store.commit_run(RunKind.FLOW, loser.run, [loser.result.state], run.version, {run.state_type})
+    assert reads == []
+    current = lost.value.current
+    assert (current.version, current.state_type) == (won.version, StateType.PENDING)
+    assert [s.id for s in current.state_history] == [s.id for s in won.state_history]

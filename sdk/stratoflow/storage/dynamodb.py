@@ -42,6 +42,8 @@ from pynamodb.attributes import (
     UnicodeAttribute,
     VersionAttribute,
 )
+from pynamodb.connection.base import BOTOCORE_EXCEPTIONS
+from pynamodb.constants import ALL_OLD, ITEM, PUT_ITEM
 from pynamodb.exceptions import DeleteError, DoesNotExist, GetError, PutError, TransactWriteError
 from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
 from pynamodb.models import Model
@@ -438,11 +440,13 @@ class DynamoDBStore(S3Blobs, Store):
             missing = model.state_type.does_not_exist()
             condition = missing if condition is None else (condition | missing)
         try:
-            item.save(condition=condition)
+            _put_returning_old_item(item, condition)
         except PutError as exc:
             if not _conditional_failure(exc):
                 raise
-            raise StaleRunError(self.read_run(kind, run.id)) from None
+            old = _old_item(exc)
+            current = self._from_item(kind, model.from_raw_data(old)) if old else self.read_run(kind, run.id)
+            raise StaleRunError(current) from None
         return run.model_copy(update={"version": item.version})
 
     def page_flow_runs(self, query: FlowRunQuery) -> tuple[list[FlowRun], str | None]:
@@ -710,6 +714,36 @@ def _decode_cursor(cursor: str | None) -> tuple[str, str] | None:
 
 def _conditional_failure(exc: Exception) -> bool:
     return getattr(exc, "cause_response_code", None) == "ConditionalCheckFailedException"
+
+
+def _put_returning_old_item(item: Any, condition: Any) -> None:
+    """``item.save(condition)`` (with PynamoDB's version condition), asking DynamoDB to return the
+    stored item when the condition fails (``ReturnValuesOnConditionCheckFailure=ALL_OLD``): a lost
+    race then costs no second read. PynamoDB's ``save`` has no parameter for it, so this is its
+    body with the one argument added."""
+    args, kwargs = item._get_save_args(condition=condition)
+    connection = type(item)._get_connection()
+    operation = connection.connection.get_operation_kwargs(
+        connection.table_name, args[0], range_key=kwargs.get("range_key"), key=ITEM,
+        attributes=kwargs["attributes"], condition=kwargs.get("condition"),
+        return_values_on_condition_failure=ALL_OLD)
+    try:
+        connection.connection.dispatch(PUT_ITEM, operation)
+    except BOTOCORE_EXCEPTIONS as exc:
+        raise PutError("Failed to put item", exc) from exc
+    item.update_local_version_attribute()
+
+
+def _old_item(exc: PutError) -> dict[str, Any] | None:
+    """The item a failed conditional put found (None when DynamoDB did not return it). PynamoDB's
+    own error keeps only the response's ``Error``; botocore's, which it was raised from, has ``Item``."""
+    error: BaseException | None = exc.cause
+    while error is not None:
+        old = (getattr(error, "response", None) or {}).get("Item")
+        if isinstance(old, dict) and old:
+            return old
+        error = error.__cause__ or error.__context__
+    return None
 
 
 _store: DynamoDBStore | None = None
