@@ -3,9 +3,6 @@
 An entry stands for a Completed state and its result, which a later run with the same cache key
 loads instead of running the task: so its result reference is checked like any other a client
 sends (``engine_runs.check_refs``) before it is written.
-
-No HTTP here: every function validates its input before its first write and raises domain
-errors (``stratoflow.exceptions``) that the API maps to a status.
 """
 
 from __future__ import annotations

@@ -1,25 +1,19 @@
-"""Tag concurrency limits: the records an operator sets; slots are taken in ``storage.slots``.
-
-No HTTP here: every function validates its input before its first write and raises domain
-errors (``stratoflow.exceptions``) that the API maps to a status.
-"""
+"""Tag concurrency limits: the records an operator sets; slots are taken in ``storage.slots``."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from stratoflow.control.records import all_records, write_record
 from stratoflow.models import (
     ConcurrencyLimit,
     ObjectKind,
 )
-from stratoflow.schemas import (
-    ConcurrencyLimitCreate,
-)
+from stratoflow.schemas import ConcurrencyLimitCreate
 from stratoflow.states import now
 
 if TYPE_CHECKING:
     from stratoflow.storage.base import Store
-from stratoflow.control.records import all_records, write_record
 
 
 def upsert_concurrency_limit(store: Store, request: ConcurrencyLimitCreate) -> tuple[ConcurrencyLimit, bool]:

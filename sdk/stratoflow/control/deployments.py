@@ -1,21 +1,20 @@
-"""Deployments: create-or-update (which keeps their schedules in step), read, filter, pause.
-
-No HTTP here: every function validates its input before its first write and raises domain
-errors (``stratoflow.exceptions``) that the API maps to a status.
-"""
+"""Deployments: create-or-update (which keeps their schedules in step), read, filter, pause."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from stratoflow.exceptions import (
-    Unprocessable,
-)
+from stratoflow.control.parameters import check_parameter_schema
+from stratoflow.control.records import all_records, deployment_id, read_record, settings_or_default, write_record
+from stratoflow.control.schedules import on_deployment_changed
+from stratoflow.control.work_pools import read_work_pool, read_work_queue
+from stratoflow.exceptions import Unprocessable
 from stratoflow.models import (
     Deployment,
     Flow,
     ObjectKind,
 )
+from stratoflow.packages import package_uri_problem
 from stratoflow.schemas import (
     DeploymentCreate,
     DeploymentFilter,
@@ -25,11 +24,6 @@ from stratoflow.states import now
 if TYPE_CHECKING:
     from stratoflow.settings import Settings
     from stratoflow.storage.base import Store
-from stratoflow.control.parameters import check_parameter_schema
-from stratoflow.control.records import all_records, deployment_id, read_record, settings_or_default, write_record
-from stratoflow.control.schedules import on_deployment_changed
-from stratoflow.control.work_pools import read_work_pool, read_work_queue
-from stratoflow.packages import package_uri_problem
 
 
 def upsert_deployment(store: Store, request: DeploymentCreate,

@@ -7,9 +7,6 @@ run (a create) or from the stored run (a commit), and anything the policy would 
 is refused (``TransitionRefused``). Result and parameters references are checked before anything
 is written (``check_refs``): what a client sends is never deserialised later unless a runner of
 this stack wrote it.
-
-No HTTP here: every function validates its input before its first write and raises domain
-errors (``stratoflow.exceptions``) that the API maps to a status.
 """
 
 from __future__ import annotations

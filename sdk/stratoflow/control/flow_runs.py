@@ -1,8 +1,5 @@
 """Flow runs: create (also from a deployment), read, filter, cancel, retry, resume, delete, and the
 API's set_state of either kind. Every transition goes through ``transitions``.
-
-No HTTP here: every function validates its input before its first write and raises domain
-errors (``stratoflow.exceptions``) that the API maps to a status.
 """
 
 from __future__ import annotations
@@ -14,6 +11,8 @@ from typing import TYPE_CHECKING, Any
 from stratoflow.control import transitions
 from stratoflow.control.dispatch import dispatch_run
 from stratoflow.control.engine_runs import forget_flow_run
+from stratoflow.control.parameters import validate_parameters
+from stratoflow.control.records import read_record, settings_or_default
 from stratoflow.control.run_input import DEFAULT_KEY, check_run_input, input_key
 from stratoflow.exceptions import (
     Conflict,
@@ -30,6 +29,7 @@ from stratoflow.models import (
     TaskRun,
     new_id,
 )
+from stratoflow.names import generate_run_name
 from stratoflow.orchestration import (
     OrchestrationResult,
     ResponseStatus,
@@ -42,16 +42,12 @@ from stratoflow.schemas import (
     SetStateIn,
     StateIn,
 )
-from stratoflow.states import AwaitingRetry, Cancelled, Cancelling, Scheduled, State, StateType, now
+from stratoflow.states import AwaitingRetry, Cancelled, Cancelling, Running, Scheduled, State, StateType, now
 from stratoflow.storage.base import FlowRunQuery
 
 if TYPE_CHECKING:
     from stratoflow.settings import Settings
     from stratoflow.storage.base import Store
-from stratoflow.control.parameters import validate_parameters
-from stratoflow.control.records import read_record, settings_or_default
-from stratoflow.names import generate_run_name
-from stratoflow.states import Running
 
 
 def _run_name() -> str:
@@ -146,15 +142,9 @@ def delete_flow_run(store: Store, flow_run_id: str) -> None:
     forget_flow_run(flow_run_id)  # its task runs are refused again (404)
 
 
-def cancel_flow_run(store: Store, flow_run_id: str) -> FlowRun:
-    """Running/Pending -> Cancelling (the executor finishes it), Scheduled/Paused -> Cancelled.
-    A run already Cancelling is returned as it is; a finished run is refused (409, the rule's reason)."""
-    run = read_flow_run(store, flow_run_id)
-    if run.state_type == StateType.CANCELLING:
-        return run
-    proposed = Cancelling() if run.state_type in (StateType.RUNNING, StateType.PENDING) else Cancelled()
-    proposed.message = "cancelled through the API"
-    result, moved = transitions.propose(store, RunKind.FLOW, run, proposed)
+def _accepted(result: OrchestrationResult, moved: FlowRun | TaskRun) -> FlowRun:
+    """The run an operator's proposal moved: ABORT is ``TransitionRefused``; REJECT or WAIT (the
+    policy chose another state, or later) is a ``Conflict`` naming the rule."""
     if result.status == ResponseStatus.ABORT:
         raise TransitionRefused(result)
     if result.status != ResponseStatus.ACCEPT:
@@ -164,6 +154,17 @@ def cancel_flow_run(store: Store, flow_run_id: str) -> FlowRun:
     return moved
 
 
+def cancel_flow_run(store: Store, flow_run_id: str) -> FlowRun:
+    """Running/Pending -> Cancelling (the executor finishes it), Scheduled/Paused -> Cancelled.
+    A run already Cancelling is returned as it is; a finished run is refused (409, the rule's reason)."""
+    run = read_flow_run(store, flow_run_id)
+    if run.state_type == StateType.CANCELLING:
+        return run
+    proposed = Cancelling() if run.state_type in (StateType.RUNNING, StateType.PENDING) else Cancelled()
+    proposed.message = "cancelled through the API"
+    return _accepted(*transitions.propose(store, RunKind.FLOW, run, proposed))
+
+
 def retry_flow_run(store: Store, flow_run_id: str, settings: Settings | None = None) -> FlowRun:
     """A finished run goes back to Scheduled (AwaitingRetry) for now, through the policy; a run of
     a work pool is sent to its queue again."""
@@ -171,14 +172,7 @@ def retry_flow_run(store: Store, flow_run_id: str, settings: Settings | None = N
     if run.state is None or not run.state.is_final():
         raise Conflict(f"only a finished flow run can be retried; it is {run.state!r}",
                        state=run.state.model_dump(mode="json") if run.state else None)
-    result, moved = transitions.propose(store, RunKind.FLOW, run,
-                                  AwaitingRetry(message="retried through the API"))
-    if result.status == ResponseStatus.ABORT:
-        raise TransitionRefused(result)
-    if result.status != ResponseStatus.ACCEPT:
-        raise Conflict(f"{result.rule}: {result.reason}", status=result.status.value, rule=result.rule,
-                       reason=result.reason)
-    assert isinstance(moved, FlowRun)
+    moved = _accepted(*transitions.propose(store, RunKind.FLOW, run, AwaitingRetry(message="retried through the API")))
     dispatch_run(store, settings_or_default(settings), moved)
     return moved
 

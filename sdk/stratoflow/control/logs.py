@@ -1,8 +1,4 @@
-"""Run logs: validated batches in, pages out (sized to fit a Lambda response).
-
-No HTTP here: every function validates its input before its first write and raises domain
-errors (``stratoflow.exceptions``) that the API maps to a status.
-"""
+"""Run logs: validated batches in, pages out (sized to fit a Lambda response)."""
 
 from __future__ import annotations
 
@@ -11,24 +7,18 @@ import binascii
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from stratoflow.control.flow_runs import read_flow_run
 from stratoflow.exceptions import (
     NotFound,
     ObjectNotFound,
     Unprocessable,
 )
-from stratoflow.models import (
-    Log,
-)
-from stratoflow.orchestration import (
-    RunKind,
-)
-from stratoflow.schemas import (
-    LogIn,
-)
+from stratoflow.models import Log
+from stratoflow.orchestration import RunKind
+from stratoflow.schemas import LogIn
 
 if TYPE_CHECKING:
     from stratoflow.storage.base import Store
-from stratoflow.control.flow_runs import read_flow_run
 
 # A Lambda response may be 6 MB; log pages are cut to stay well below it.
 MAX_LOG_PAGE_BYTES = 4 * 1024 * 1024

@@ -1,8 +1,5 @@
 """The low-volume records of the objects table (deployments, work pools and queues, limits):
 listing a kind, and the version-checked write every noun's create-or-update shares.
-
-No HTTP here: every function validates its input before its first write and raises domain
-errors (``stratoflow.exceptions``) that the API maps to a status.
 """
 
 from __future__ import annotations

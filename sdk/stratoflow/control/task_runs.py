@@ -1,26 +1,16 @@
-"""Task runs: reads and filters (the engine writes them through ``transitions``).
-
-No HTTP here: every function validates its input before its first write and raises domain
-errors (``stratoflow.exceptions``) that the API maps to a status.
-"""
+"""Task runs: reads and filters (the engine writes them through ``transitions``)."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from stratoflow.models import (
-    TaskRun,
-)
-from stratoflow.orchestration import (
-    RunKind,
-)
-from stratoflow.schemas import (
-    TaskRunFilter,
-)
+from stratoflow.control.flow_runs import read_flow_run
+from stratoflow.models import TaskRun
+from stratoflow.orchestration import RunKind
+from stratoflow.schemas import TaskRunFilter
 
 if TYPE_CHECKING:
     from stratoflow.storage.base import Store
-from stratoflow.control.flow_runs import read_flow_run
 
 
 def read_task_run(store: Store, task_run_id: str) -> TaskRun:

@@ -1,14 +1,11 @@
-"""Work pools and their queues: an SQS queue per work queue, made before the record.
-
-No HTTP here: every function validates its input before its first write and raises domain
-errors (``stratoflow.exceptions``) that the API maps to a status.
-"""
+"""Work pools and their queues: an SQS queue per work queue, made before the record."""
 
 from __future__ import annotations
 
 import contextlib
 from typing import TYPE_CHECKING, Any
 
+from stratoflow.control.records import all_records, settings_or_default, write_record
 from stratoflow.exceptions import (
     Conflict,
     ObjectAlreadyExists,
@@ -25,14 +22,13 @@ from stratoflow.schemas import (
     WorkPoolCreate,
     WorkQueueCreate,
 )
+from stratoflow.workpools.mappings import ExecutorMappings, MappingError
+from stratoflow.workpools.naming import DEFAULT_QUEUE
+from stratoflow.workpools.sqs import SqsQueues
 
 if TYPE_CHECKING:
     from stratoflow.settings import Settings
     from stratoflow.storage.base import Store
-from stratoflow.control.records import all_records, settings_or_default, write_record
-from stratoflow.workpools.mappings import ExecutorMappings, MappingError
-from stratoflow.workpools.naming import DEFAULT_QUEUE
-from stratoflow.workpools.sqs import SqsQueues
 
 
 def _map_to_executor(settings: Settings, sqs: SqsQueues, queue_url: str) -> None:
