@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 from stratoflow.control.schedules import reconcile
 from stratoflow.exceptions import ObjectAlreadyExists, ObjectNotFound, ObjectVersionConflict, StratoflowError
 from stratoflow.local.lambda_runtime import FunctionConfig, LocalFunction
+from stratoflow.models import ObjectKind
 from stratoflow.schedules.translate import eventbridge_slots
 from stratoflow.settings import get_settings
 from stratoflow.storage import get_store
@@ -43,7 +44,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("stratoflow.scheduler_loop")
 
-CURSOR_KIND = "scheduler_loop_cursor"
+
 MAX_CATCHUP = timedelta(hours=1)
 MAX_FIRES_PER_SCHEDULE = 1000  # per run_once; the rest follow in the next
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -127,7 +128,7 @@ class SchedulerLoop:
         if name in self._cursors:
             return self._cursors[name]
         try:
-            stored = self.store.get_object(CURSOR_KIND, name)
+            stored = self.store.get_object(ObjectKind.SCHEDULER_LOOP_CURSOR, name)
         except ObjectNotFound:
             self._cursors[name], self._versions[name] = now, None
             self._save(name, now)  # a new loop must not skip what comes after this moment
@@ -143,13 +144,13 @@ class SchedulerLoop:
         version = self._versions.get(name)
         try:
             if version is None:
-                saved = self.store.put_object(CURSOR_KIND, name, doc, must_not_exist=True)
+                saved = self.store.put_object(ObjectKind.SCHEDULER_LOOP_CURSOR, name, doc, must_not_exist=True)
             else:
-                saved = self.store.put_object(CURSOR_KIND, name, doc, expected_version=version)
+                saved = self.store.put_object(ObjectKind.SCHEDULER_LOOP_CURSOR, name, doc, expected_version=version)
         except (ObjectAlreadyExists, ObjectVersionConflict, ObjectNotFound):
             # Another loop moves this schedule too: take its position (fired slots are idempotent).
-            stored = self.store.get_object(CURSOR_KIND, name)
-            saved = self.store.put_object(CURSOR_KIND, name, {"cursor": max(
+            stored = self.store.get_object(ObjectKind.SCHEDULER_LOOP_CURSOR, name)
+            saved = self.store.put_object(ObjectKind.SCHEDULER_LOOP_CURSOR, name, {"cursor": max(
                 at, datetime.fromisoformat(stored.doc["cursor"])).isoformat()}, expected_version=stored.version)
         self._versions[name] = saved.version
         self._cursors[name] = at
@@ -161,7 +162,7 @@ class SchedulerLoop:
         if name in self._forgotten:
             return
         with contextlib.suppress(ObjectNotFound):
-            self.store.delete_object(CURSOR_KIND, name)
+            self.store.delete_object(ObjectKind.SCHEDULER_LOOP_CURSOR, name)
         self._forgotten.add(name)
 
     # -- one pass -------------------------------------------------------------------------------
