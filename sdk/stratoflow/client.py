@@ -209,7 +209,7 @@ def _api_errors() -> Iterator[None]:
         classes: dict[int, type[exceptions.RequestRefused]] = {
             400: exceptions.BadRequest, 403: exceptions.Forbidden, 404: exceptions.NotFound,
             409: exceptions.Conflict, 413: exceptions.PayloadTooLarge, 415: exceptions.UnsupportedMediaType,
-            422: exceptions.Unprocessable}
+            422: exceptions.Unprocessable, 502: exceptions.UpstreamRefused}
         extra = {k: v for k, v in exc.body.items() if k != "error"} if isinstance(exc.body, dict) else {}
         raise classes.get(exc.status, exceptions.RequestRefused)(exc.message, status_code=exc.status, **extra) from exc
 

@@ -156,3 +156,10 @@ class UnsupportedMediaType(RequestRefused):
 class Unprocessable(RequestRefused):
     status_code = 422
 
+
+class UpstreamRefused(RequestRefused):
+    """An AWS service the request needs refused it (e.g. Lambda would not map a queue to the
+    executor): nothing was recorded."""
+
+    status_code = 502
+

@@ -10,7 +10,7 @@ from stratoflow.exceptions import (
     Conflict,
     ObjectAlreadyExists,
     ObjectNotFound,
-    RequestRefused,
+    UpstreamRefused,
 )
 from stratoflow.models import (
     ObjectKind,
@@ -40,7 +40,7 @@ def _map_to_executor(settings: Settings, sqs: SqsQueues, queue_url: str) -> None
         try:
             mappings.ensure(sqs.queue_arn(queue_url))
         except MappingError as exc:  # Lambda refused: say so, write no record
-            raise RequestRefused(str(exc), status_code=502) from exc
+            raise UpstreamRefused(str(exc)) from exc
 
 
 def create_work_pool(store: Store, request: WorkPoolCreate, settings: Settings | None = None) -> WorkPool:
