@@ -30,14 +30,6 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urldefrag, urljoin
 
-import re2
-import referencing
-import referencing.exceptions
-from jsonschema import FormatChecker
-from jsonschema._utils import extras_msg
-from jsonschema.exceptions import ValidationError
-from jsonschema.validators import SPECIFICATIONS, extend, validator_for
-
 # Regex time one validation may spend, and the worst cost of one input byte against one program
 # instruction when RE2 falls back to its NFA (measured up to ~13 ns on x86-64; 15 leaves room).
 REGEX_SECONDS = 0.25
@@ -100,6 +92,8 @@ def compile_pattern(pattern: str) -> Any:
     """``pattern`` compiled by RE2 (no capture groups: only whether it matches is asked).
 
     Raises ``re2.error`` when RE2 cannot compile it (look-around, backreferences, too large)."""
+    # cold start: re2 loads when a schema is first checked
+    import re2
 
     options = re2.Options()
     options.never_capture = True
@@ -126,6 +120,8 @@ def _reason(exc: Exception) -> str:
 
 # -- the keywords that match regexes, on RE2 (same results and messages as jsonschema's) ----------
 def _pattern(validator: Any, pattern: str, instance: Any, schema: Any) -> Iterator[Any]:
+    # cold start: jsonschema (with referencing and rpds) loads when a schema is first checked
+    from jsonschema.exceptions import ValidationError
 
     if validator.is_type(instance, "string") and not _search(pattern, instance):
         yield ValidationError(f"{instance!r} does not match {pattern!r}")
@@ -149,6 +145,9 @@ def _additional(instance: dict[str, Any], schema: dict[str, Any]) -> Iterator[st
 
 
 def _additional_properties(validator: Any, additional: Any, instance: Any, schema: dict[str, Any]) -> Iterator[Any]:
+    # cold start: jsonschema (with referencing and rpds) loads when a schema is first checked
+    from jsonschema._utils import extras_msg
+    from jsonschema.exceptions import ValidationError
 
     if not validator.is_type(instance, "object"):
         return
@@ -173,6 +172,8 @@ _SAFE_KEYWORDS = {"pattern": _pattern, "patternProperties": _pattern_properties,
 
 @functools.lru_cache(maxsize=16)
 def _safe_class(base: Any) -> Any:
+    # cold start: jsonschema (with referencing and rpds) loads when a schema is first checked
+    from jsonschema.validators import extend
 
     return extend(base, {k: v for k, v in _SAFE_KEYWORDS.items() if k in base.VALIDATORS})
 
@@ -185,6 +186,10 @@ def validation_errors(schema: dict[str, Any], instance: Any) -> list[Any]:
     ``$ref`` resolves within the schema (and the JSON Schema metaschemas) only: jsonschema's
     default registry fetches any other URL, with no timeout (a request held as long as that
     server likes, and one sent from inside the stack to wherever the schema says)."""
+    # cold start: jsonschema (with referencing and rpds) loads when a schema is first checked
+    import referencing
+    import referencing.exceptions
+    from jsonschema.validators import validator_for
 
     _refuse_unsupported(schema)
     validator = _safe_class(validator_for(schema))(schema, registry=referencing.Registry())
@@ -230,6 +235,8 @@ def check_safe(schema: Any) -> None:
 def format_checker() -> Any:
     """jsonschema's format checker with ``regex`` meaning "RE2 compiles it" (for the metaschema
     check of a schema: its patterns are what RE2 will run, not Python's ``re``)."""
+    # cold start: jsonschema (with referencing and rpds) loads when a schema is first checked
+    from jsonschema import FormatChecker
 
     checker = FormatChecker()
 
@@ -295,7 +302,8 @@ def _refuse_unsupported(schema: Any) -> None:
 def _refuse_remote_refs(schema: Any) -> None:
     """A ``$ref`` to another document (not a metaschema, not an ``$id`` of this one) would never
     resolve: remote references are not fetched (see ``validation_errors``)."""
-
+    # cold start: jsonschema (with referencing and rpds) loads when a schema is first checked
+    from jsonschema.validators import SPECIFICATIONS
 
     base = schema.get("$id", "") if isinstance(schema, dict) and isinstance(schema.get("$id"), str) else ""
     objects = list(_objects(schema))

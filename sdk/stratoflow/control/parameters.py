@@ -5,9 +5,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from jsonschema import SchemaError
-from jsonschema.validators import validator_for
-
 from stratoflow.exceptions import Unprocessable
 from stratoflow.safe_jsonschema import RegexBudgetExceeded, UnsafeSchema, check_safe, format_checker, validation_errors
 
@@ -18,6 +15,10 @@ def check_parameter_schema(schema: dict[str, Any]) -> None:
     every run."""
     if not schema:
         return
+    # cold start: jsonschema (with referencing and rpds) loads when a schema is first checked
+    from jsonschema import SchemaError
+    from jsonschema.validators import validator_for
+
 
     try:
         check_safe(schema)
