@@ -11,7 +11,6 @@ from typing import Annotated, Any
 import typer
 
 from stratoflow.cli.config import export_line
-from stratoflow.local.devstack import DevStack
 
 
 def dev(
@@ -27,6 +26,9 @@ def dev(
         help="Flow runs the local executor function runs at once.")] = 4,
 ) -> int:
     """Run the local cloud over HTTP: moto server, provisioned resources, the API."""
+    # cold start: the local cloud loads moto and boto3 (about a second); no other command needs them
+    from stratoflow.local.devstack import DevStack
+
     stop = threading.Event()
 
     def request_stop(signum: int, frame: Any) -> None:

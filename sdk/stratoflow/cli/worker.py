@@ -10,7 +10,6 @@ from rich.text import Text
 
 from stratoflow.cli._output import echo, safe
 from stratoflow.cli._params import CliUsageError
-from stratoflow.worker import Worker, install_signal_handlers
 
 
 def worker(
@@ -25,6 +24,9 @@ def worker(
     if limit < 1:
         raise CliUsageError("--limit must be at least 1")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s | %(levelname)-7s | %(message)s")
+    # cold start: the worker loads the executor, the sandbox and the API's routes; no other command does
+    from stratoflow.worker import Worker, install_signal_handlers
+
     runner = Worker(pool, queues=queue or (), limit=limit, grace_seconds=grace)
     install_signal_handlers(runner)
     queues: list[str | Text] = [" (queues ", safe(", ".join(queue)), ")"] if queue else []
