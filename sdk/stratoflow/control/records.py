@@ -1,6 +1,7 @@
 """The low-volume records of the objects table (deployments, work pools and queues, limits):
-listing a kind, and the version-checked write every noun's create-or-update shares.
-"""
+reading one, listing a kind, and the version-checked write every noun's create-or-update shares.
+Every kind is named once, in ``stratoflow.models.ObjectKind`` (the core, because the storage
+layer's slots and the runtimes' heartbeats use kinds too)."""
 
 from __future__ import annotations
 
@@ -11,12 +12,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from pydantic import BaseModel
 
-from stratoflow.exceptions import (
-    Conflict,
-    ObjectAlreadyExists,
-    ObjectNotFound,
-    ObjectVersionConflict,
-)
+from stratoflow.exceptions import Conflict, ObjectAlreadyExists, ObjectNotFound, ObjectVersionConflict
 from stratoflow.models import ObjectKind
 from stratoflow.settings import get_settings
 from stratoflow.storage.base import StoredObject
