@@ -248,11 +248,11 @@ class Generator:
             return st.sampled_from(schema["enum"])
         if "const" in schema:
             return st.just(schema["const"])
+        if schema.get("allOf"):
+            return st.one_of([self.value(branch, name, in_path) for branch in self._all_of(schema)])
         options = schema.get("anyOf") or schema.get("oneOf")
         if options:
             return st.one_of([self.value(option, name, in_path) for option in options])
-        if schema.get("allOf"):
-            return self.value({**schema["allOf"][0], **{k: v for k, v in schema.items() if k != "allOf"}}, name)
         kind = schema.get("type")
         if isinstance(kind, list):
             return st.one_of([self.value({**schema, "type": k}, name) for k in kind])
@@ -276,6 +276,29 @@ class Generator:
         if kind == "object" or "properties" in schema:
             return self.object(schema)
         return json_values
+
+    def _all_of(self, schema: dict[str, Any]) -> list[dict[str, Any]]:
+        """An object's ``allOf`` constraints (each an ``anyOf`` of property narrowings, e.g. "package_uri and
+        package_sha256 go together") as the object schemas that satisfy them: one per combination of options,
+        each with the object's own properties and required fields and the option's on top."""
+        branches = [{k: v for k, v in schema.items() if k != "allOf"}]
+        for part in map(self.schema.resolve, schema["allOf"]):
+            options = [self.schema.resolve(o) for o in (part.get("anyOf") or part.get("oneOf") or [part])]
+            branches = [self._narrowed(branch, option) for branch in branches for option in options]
+        return branches
+
+    def _narrowed(self, base: dict[str, Any], option: dict[str, Any]) -> dict[str, Any]:
+        """``base`` with ``option``'s property schemas applied (a type picks that branch of the property's
+        anyOf) and its required fields added."""
+        properties = dict(base.get("properties", {}))
+        for key, narrow in option.get("properties", {}).items():
+            prop = self.schema.resolve(properties.get(key, {}))
+            choices = [self.schema.resolve(o) for o in (prop.get("anyOf") or prop.get("oneOf") or [])]
+            typed = [c for c in choices if c.get("type") == narrow.get("type")]
+            properties[key] = {**(typed[0] if typed else prop), **narrow}
+        required = [*base.get("required", []), *(r for r in option.get("required", []) if r not in base.get(
+            "required", []))]
+        return {**base, "properties": properties, "required": required}
 
     def string(self, schema: dict[str, Any], name: str, in_path: bool = False) -> st.SearchStrategy[str]:
         low = int(schema.get("minLength", 0))
@@ -748,8 +771,9 @@ def _error_problem(request: FuzzRequest, status: int, content_type: str, parsed:
         return "error body is not a JSON object with a non-empty 'error'"
     if "\n" in parsed["error"]:
         return "'error' is not one line"
+    # ensure_ascii=False: a field named "ïd" is named in the details as it is, not as "\u00efd".
     if status == 422 and request.field and request.kind != "huge_string" and request.field not in (
-            parsed["error"] + json.dumps(parsed.get("errors", ""))):
+            parsed["error"] + json.dumps(parsed.get("errors", ""), ensure_ascii=False)):
         return f"the 422 does not name the broken field {request.field!r}"
     return None
 
