@@ -684,3 +684,15 @@ print(json.dumps({{"ms": elapsed, "heavy": heavy, "built": api_app._app is not N
         assert result["heavy"] == [] and result["built"] is False and result["handler"] is True
     times = ", ".join(f"{r['ms']:.0f}" for r in runs)
     print(f"\ncold import of functions/api/app.py: {min(r['ms'] for r in runs):.0f} ms (best of 3: {times})")
+
+
+def test_a_state_too_large_for_its_run_record_is_refused_not_a_500(api: Callable[..., Reply]) -> None:
+    """State details have no size bound of their own; the run's record (history included) must fit
+    DynamoDB's 400 KB item limit. Past it: 413, nothing written (found by the fuzz test)."""
+    run = create_run(api)
+    state = {"type": "PENDING", "state_details": {"transition_id": "x" * 450_000}}
+    reply = api("POST", f"/flow_runs/{run['id']}/set_state", body={"state": state})
+    assert_error(reply, 413, "400 KB item limit", "nothing was written")
+    after = api("GET", f"/flow_runs/{run['id']}").body
+    assert (after["version"], after["state"]["type"]) == (run["version"], "SCHEDULED")
+    assert api("POST", f"/flow_runs/{run['id']}/set_state", body={"state": {"type": "PENDING"}}).status == 200

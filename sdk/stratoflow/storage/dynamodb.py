@@ -52,6 +52,7 @@ from stratoflow.exceptions import (
     ObjectAlreadyExists,
     ObjectNotFound,
     ObjectVersionConflict,
+    PayloadTooLarge,
     StaleRunError,
     StratoflowError,
 )
@@ -401,7 +402,11 @@ class DynamoDBStore(S3Blobs, Store):
     def create_run(self, kind: RunKind, run: FlowRun | TaskRun) -> FlowRun | TaskRun:
         item = self._item(kind, run, None)
         # PynamoDB adds "version does not exist" for a new item and sets version 1.
-        item.save()
+        try:
+            item.save()
+        except PutError as exc:
+            _refuse_oversized(exc, kind, run)
+            raise
         return run.model_copy(update={"version": item.version})
 
     def _from_item(self, kind: RunKind, item: Any) -> FlowRun | TaskRun:
@@ -442,6 +447,7 @@ class DynamoDBStore(S3Blobs, Store):
         try:
             _put_returning_old_item(item, condition)
         except PutError as exc:
+            _refuse_oversized(exc, kind, run)
             if not _conditional_failure(exc):
                 raise
             old = _old_item(exc)
@@ -714,6 +720,15 @@ def _decode_cursor(cursor: str | None) -> tuple[str, str] | None:
 
 def _conditional_failure(exc: Exception) -> bool:
     return getattr(exc, "cause_response_code", None) == "ConditionalCheckFailedException"
+
+
+def _refuse_oversized(exc: PutError, kind: RunKind, run: FlowRun | TaskRun) -> None:
+    """A run whose record would pass DynamoDB's 400 KB item limit (its state history and details
+    are in the item) is refused as too large, nothing written, rather than failing as a 5xx."""
+    if (getattr(exc, "cause_response_code", None) == "ValidationException"
+            and "Item size has exceeded" in str(getattr(exc, "cause_response_message", ""))):
+        raise PayloadTooLarge(f"{kind.value} run {run.id}: its record (state history and state details) would "
+                              "pass DynamoDB's 400 KB item limit; nothing was written") from None
 
 
 def _put_returning_old_item(item: Any, condition: Any) -> None:
