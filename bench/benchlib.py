@@ -20,6 +20,7 @@ import json
 import os
 import platform
 import sys
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -109,3 +110,35 @@ def emit(payload: dict[str, Any]) -> None:
         sys.stdout.flush()
     else:
         os.write(_real_stdout_fd, line.encode())
+
+
+def call_from_threads(create: Callable[[int], Any], runs: int, threads: int) -> tuple[float, float, list[Any]]:
+    """Call ``create(i)`` for i in range(runs) from ``threads`` threads; (first wall time, seconds,
+    results in order). The first error stops the other threads and is raised."""
+    created: list[Any] = [None] * runs
+    errors: list[BaseException] = []
+    next_i = iter(range(runs))
+    lock = threading.Lock()
+
+    def worker() -> None:
+        while True:
+            with lock:
+                i = next(next_i, None)
+            if i is None or errors:
+                return
+            try:
+                created[i] = create(i)
+            except BaseException as exc:
+                errors.append(exc)
+                return
+
+    pool = [threading.Thread(target=worker) for _ in range(threads)]
+    first = time.time()
+    t0 = time.perf_counter()
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    if errors:
+        raise errors[0]
+    return first, time.perf_counter() - t0, created

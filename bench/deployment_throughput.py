@@ -165,37 +165,6 @@ def state_time(run: Any, name: str) -> datetime | None:
 
 
 # -- Stratoflow -------------------------------------------------------------------------------------
-def trigger_all(create: Callable[[int], Any], runs: int, threads: int) -> tuple[float, float, list[Any]]:
-    """Call ``create(i)`` for i in range(runs) from ``threads`` threads; (first wall time, seconds, results)."""
-    created: list[Any] = [None] * runs
-    errors: list[BaseException] = []
-    next_i = iter(range(runs))
-    lock = threading.Lock()
-
-    def worker() -> None:
-        while True:
-            with lock:
-                i = next(next_i, None)
-            if i is None or errors:
-                return
-            try:
-                created[i] = create(i)
-            except BaseException as exc:
-                errors.append(exc)
-                return
-
-    pool = [threading.Thread(target=worker) for _ in range(threads)]
-    first = time.time()
-    t0 = time.perf_counter()
-    for t in pool:
-        t.start()
-    for t in pool:
-        t.join()
-    if errors:
-        raise errors[0]
-    return first, time.perf_counter() - t0, created
-
-
 def stratoflow_side(runs: int, threads: int, timeout: float) -> dict[str, Any]:
     started = time.perf_counter()
     with local_cloud(RESULTS / "deployment_throughput_stratoflow_dev.log"):
@@ -215,7 +184,7 @@ def stratoflow_side(runs: int, threads: int, timeout: float) -> dict[str, Any]:
         print(f"[bench] stratoflow: cloud up, deployed, warm-up done in {startup_s:.1f}s; triggering {runs} runs",
               file=sys.stderr, flush=True)
 
-        first, trigger_s, created = trigger_all(
+        first, trigger_s, created = benchlib.call_from_threads(
             lambda i: client.create_flow_run_from_deployment(name, parameters={"i": i}), runs, threads)
         ids = {r.id for r in created}
         polls = 0

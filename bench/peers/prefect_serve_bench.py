@@ -172,42 +172,24 @@ def warm_up(run_deployment: Any, state_type: Any, name: str, home: Path) -> None
 
 def trigger_runs(run_deployment: Any, name: str, runs: int, threads: int) -> Triggered:
     """``runs`` x ``run_deployment(name, timeout=0)`` from ``threads`` threads, retrying 503s (up to 10 tries)."""
-    created: list[Any] = [None] * runs
-    errors: list[BaseException] = []
     retries = [0]
-    counter = iter(range(runs))
     lock = threading.Lock()
 
-    def worker() -> None:
-        while True:
-            with lock:
-                i = next(counter, None)
-            if i is None or errors:
-                return
-            for attempt in range(10):
-                try:
-                    created[i] = run_deployment(name, parameters={"i": i}, timeout=0)
-                    break
-                except Exception as exc:
-                    # SQLite under concurrent writers answers 503 (after the client's own
-                    # retries); try again, counted in trigger_retries.
-                    if "503" not in str(exc) or attempt == 9:
-                        errors.append(exc)
-                        return
-                    with lock:
-                        retries[0] += 1
-                    time.sleep(0.5 * (attempt + 1))
+    def create(i: int) -> Any:
+        for attempt in range(10):
+            try:
+                return run_deployment(name, parameters={"i": i}, timeout=0)
+            except Exception as exc:
+                # SQLite under concurrent writers answers 503 (after the client's own
+                # retries); try again, counted in trigger_retries.
+                if "503" not in str(exc) or attempt == 9:
+                    raise
+                with lock:
+                    retries[0] += 1
+                time.sleep(0.5 * (attempt + 1))
+        raise AssertionError("unreachable")
 
-    pool = [threading.Thread(target=worker) for _ in range(threads)]
-    first = time.time()
-    t0 = time.perf_counter()
-    for t in pool:
-        t.start()
-    for t in pool:
-        t.join()
-    if errors:
-        raise errors[0]
-    trigger_s = time.perf_counter() - t0
+    first, trigger_s, created = benchlib.call_from_threads(create, runs, threads)
     return Triggered(created=created, retries=retries[0], first=first, trigger_s=trigger_s)
 
 
